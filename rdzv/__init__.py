@@ -1,0 +1,50 @@
+"""rdzv: PyTorch elastic rendezvous on etcd, made visible.
+
+Drop-in replacements for torch's etcd pieces (``EtcdServer``, ``EtcdStore``,
+``EtcdRendezvousBackend``, ``create_backend``) on etcd's v2 and v3 APIs, a safe
+decoder of rendezvous states, a shared monitor, and a live dashboard.
+
+Names are imported lazily, so ``import rdzv.state`` (or the monitor) does not
+load torch, and nothing here loads panel or bokeh until a dashboard is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "EtcdServer": "rdzv.server",
+    "EtcdCluster": "rdzv.cluster",
+    "EtcdStore": "rdzv.store",
+    "StoreTimeoutError": "rdzv.store",
+    "EtcdRendezvousBackend": "rdzv.backend",
+    "create_backend": "rdzv.backend",
+    "connect": "rdzv.kv",
+    "decode_state": "rdzv.state",
+    "decode_state_b64": "rdzv.state",
+    "UndecodableStateError": "rdzv.state",
+    "RendezvousSnapshot": "rdzv.state",
+    "Monitor": "rdzv.monitor",
+    "get_monitor": "rdzv.monitor",
+    "dashboard": "rdzv.ui",
+    "notebook": "rdzv.notebook",
+    "DemoCluster": "rdzv.demo",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rdzv' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

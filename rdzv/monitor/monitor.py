@@ -1,0 +1,230 @@
+"""Monitor: follows every rendezvous run (and the store) below a prefix of one etcd, for any number of viewers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from ..kv import API_VERSIONS, KVError, connect, format_endpoints, parse_endpoints
+from .connection import ConnectionTracker
+from .export import export_revisions
+from .keys import KeyLayout
+from .mirror import ApiMirror, Update
+from .model import ConnectionStatus, Revision, RunView, StoreItem, utc_now
+from .published import Published
+from .watcher import WATCH_TIMEOUT, ApiWatcher
+
+logger = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Follows the runs at ``<prefix>/rendezvous/<run_id>`` and the store at ``<prefix>/store/``.
+
+    One watcher thread per followed API (``api=None``: every API the server offers — v3,
+    and v2 when it answers; etcd 3.4/3.5 keep the two keyspaces apart). Viewers read from
+    any thread: :meth:`runs`, :meth:`run`, :meth:`history` and :meth:`store_items` return
+    immutable records or fresh lists, never data a watcher is still changing. ``version``
+    grows by one per published change (runs, store or connection); poll it, or
+    :meth:`subscribe`. Use :func:`rdzv.monitor.get_monitor` to share one monitor between
+    viewers; creating one directly gives a private, not yet started monitor.
+
+    Raises ``ValueError`` for a bad endpoint, API, protocol, history limit or timeout.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        prefix: str = "/torch/elastic",
+        *,
+        api: str | None = None,
+        protocol: str = "http",
+        ssl_cert: str | None = None,
+        ssl_cert_key: str | None = None,
+        ca_cert: str | None = None,
+        history_limit: int = 500,
+        read_timeout: float = 5,
+    ) -> None:
+        if api not in (None, *API_VERSIONS):
+            raise ValueError(f"The etcd API must be 'v2', 'v3' or None (every API the server offers), not {api!r}.")
+        if isinstance(history_limit, bool) or not isinstance(history_limit, int) or history_limit < 1:
+            raise ValueError(f"The history limit must be a positive number of revisions, not {history_limit!r}.")
+        self._layout = KeyLayout(prefix)
+        self.endpoint = format_endpoints(parse_endpoints(endpoint))
+        self.prefix = self._layout.prefix
+        self.history_limit = history_limit
+        self._candidates = (api,) if api else API_VERSIONS
+        self._auto = api is None
+        self._connect_options = dict(
+            read_timeout=read_timeout, protocol=protocol, ssl_cert=ssl_cert, ssl_cert_key=ssl_cert_key, ca_cert=ca_cert
+        )
+        connect(self.endpoint, self._candidates[0], **self._connect_options).close()  # validates; sends nothing
+        #: The APIs being followed; with ``api=None``, those that answered so far.
+        self.apis: tuple[str, ...] = () if self._auto else self._candidates
+        self._data = Published(history_limit)
+        self._lifecycle = threading.Lock()  # start/stop, held while joining (watchers never take it)
+        self._lock = threading.RLock()  # watchers list, connection tracker, subscribers; watchers take it
+        self._tracker = ConnectionTracker(self.endpoint, self._candidates, utc_now())
+        #: How the monitor reaches etcd (see :class:`ConnectionStatus`).
+        self.connection: ConnectionStatus = self._tracker.status
+        self._following: set[str] = set()
+        self._watchers: list[ApiWatcher] = []
+        # Kept across stop/start, so a restarted monitor re-lists instead of starting over.
+        self._mirrors = {api: ApiMirror(api, self._layout) for api in self._candidates}
+        self._subscribers: tuple[Callable[[int], None], ...] = ()
+        self._retired_requests = 0
+        self._on_stop: Callable[[Monitor], None] | None = None
+
+    def __repr__(self) -> str:
+        return (f"Monitor(endpoint={self.endpoint!r}, prefix={self.prefix!r}, apis={self.apis}, "
+                f"state={self.connection.state!r})")
+
+    # -- life cycle ---------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return bool(self._watchers)
+
+    def start(self) -> Monitor:
+        """Start the watcher threads (no-op if running). Returns the monitor."""
+        with self._lifecycle, self._lock:
+            if self._watchers:
+                return self
+            self._following = set(self._candidates)
+            for api in self._candidates:
+                kv = connect(self.endpoint, api, **self._connect_options)
+                name = f"rdzv-monitor {api} {self.endpoint}{self.prefix}"
+                watcher = ApiWatcher(kv, self._mirrors[api], self, name=name)
+                self._watchers.append(watcher)
+                watcher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and join the watcher threads (no-op if stopped); a shared monitor leaves the registry.
+        The data seen stays readable; :meth:`start` resumes with a re-list."""
+        with self._lifecycle:
+            with self._lock:
+                watchers, self._watchers = self._watchers, []
+                on_stop, self._on_stop = self._on_stop, None
+            if on_stop is not None:
+                on_stop(self)
+            for watcher in watchers:
+                watcher.stop()
+            timeout = float(self._connect_options["read_timeout"]) + WATCH_TIMEOUT + 2
+            for watcher in watchers:
+                # Not the current thread (stop() called by a subscriber): it ends when the callback returns.
+                if watcher.thread is not threading.current_thread() and not watcher.join(timeout):
+                    logger.warning("The %s watcher of %s did not stop within %.0f s.",
+                                   watcher.api, self.endpoint, timeout)
+                self._retired_requests += watcher.requests
+
+    @property
+    def requests(self) -> int:
+        """The etcd requests (KV calls) this monitor made since it was created."""
+        return self._retired_requests + sum(watcher.requests for watcher in list(self._watchers))
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The live watcher threads."""
+        return tuple(w.thread for w in list(self._watchers) if w.thread.is_alive())
+
+    @contextmanager
+    def _paused(self, timeout: float = 10) -> Iterator[None]:
+        """Hold every watcher before its next etcd request for the duration (a testing aid)."""
+        watchers = list(self._watchers)
+        try:
+            for watcher in watchers:
+                if not watcher.hold(timeout):
+                    raise TimeoutError(f"The {watcher.api} watcher did not pause within {timeout:g} s.")
+            yield
+        finally:
+            for watcher in watchers:
+                watcher.release()
+
+    # -- reading ------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """Grows by one with each published change; equal versions mean equal data."""
+        return self._data.version
+
+    def runs(self) -> dict[str, RunView]:
+        """run id -> latest view of every run found (a run on both APIs: the live, newest one)."""
+        return self._data.runs()
+
+    def run(self, run_id: str, api: str | None = None) -> RunView | None:
+        """The latest view of ``run_id`` (on ``api``, if given), or ``None`` if never seen."""
+        return self._data.run(run_id, api)
+
+    def history(self, run_id: str, api: str | None = None) -> list[Revision]:
+        """The revisions of ``run_id`` seen, oldest first, at most ``history_limit``; [] if unknown."""
+        return self._data.history(run_id, api)
+
+    def store_items(self) -> list[StoreItem]:
+        """Every store key below ``<prefix>/store/``, decoded, sorted by key."""
+        return self._data.store_items()
+
+    def wait_for_version(self, version: int, timeout: float) -> int:
+        """Block until :attr:`version` exceeds ``version`` or ``timeout`` seconds pass; returns :attr:`version`."""
+        return self._data.wait_for_version(version, timeout)
+
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(version)`` after each change, from a watcher thread (keep it quick; exceptions
+        are logged). Returns the function that unsubscribes it."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+
+        return unsubscribe
+
+    def export_history(self, run_id: str, fmt: str, api: str | None = None) -> str:
+        """The history of ``run_id`` as ``"csv"`` or ``"json"`` text (see :mod:`rdzv.monitor.export`)."""
+        view = self.run(run_id, api)
+        return export_revisions(run_id, view.api if view else api, self.history(run_id, api), fmt)
+
+    # -- reports from watcher threads (WatcherSink) ----------------------------------
+
+    def applied(self, api: str, update: Update) -> None:
+        now = utc_now()
+        with self._lock:
+            if api not in self.apis:
+                self.apis = tuple(a for a in API_VERSIONS if a in self.apis or a == api)
+            status = self._tracker.answered(api, now)
+            if update.from_events and update:
+                status = self._tracker.changed(now) or status
+            elif update.from_events:
+                status = self._tracker.tick(now) or status
+            self._publish(update, status)
+
+    def failed(self, api: str, reason: str, *, answered: bool = False) -> None:
+        with self._lock:
+            self._publish(None, self._tracker.failed(api, reason, utc_now(), answered=answered))
+
+    def refused(self, api: str, error: KVError) -> bool:
+        with self._lock:
+            if not self._auto or len(self._following) < 2:
+                return False
+            self._following.discard(api)
+            self.apis = tuple(a for a in self.apis if a != api)
+            logger.info("Not following the %s API of %s: %s", api, self.endpoint, error)
+            self._publish(None, self._tracker.dropped(api, utc_now()))
+            return True
+
+    def _publish(self, update: Update | None, status: ConnectionStatus | None) -> None:
+        """Publish data and/or a new status as one version, then tell the subscribers. Holds the lock."""
+        if status is not None:
+            self.connection = status
+        version = self._data.apply(update) if update is not None else None
+        if version is None and status is not None:
+            version = self._data.bump()
+        if version is None:
+            return
+        for callback in self._subscribers:
+            try:
+                callback(version)
+            except Exception:
+                logger.exception("A monitor subscriber failed on version %d; the monitor carries on.", version)

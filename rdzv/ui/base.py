@@ -1,0 +1,109 @@
+"""What every dashboard view shares: it reads one Monitor, updates only when the monitor's
+version moved, and never lets a failing update take the page down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import panel as pn
+import param
+from panel.viewable import Viewer
+
+from .style import PANEL_STYLES, STYLESHEET, title
+from .text import utc_now
+
+logger = logging.getLogger("rdzv.ui")
+
+
+class MonitorView(Viewer):
+    """A view of an ``rdzv.monitor.Monitor`` (Panel's Viewer pattern).
+
+    The view's Bokeh/Panel models are built in ``__init__`` so that :meth:`update` works
+    without a browser; :meth:`__panel__` wraps them in a layout once.
+
+    * :meth:`update` reads the monitor only when ``monitor.version`` differs from the last
+      version this view showed (or when forced), and sends the browser only what changed.
+    * :meth:`tick` refreshes what changes with the clock alone (ages, countdowns).
+
+    Either one logs its failure and keeps the previous data on screen; neither raises.
+    """
+
+    monitor = param.Parameter(doc="The rdzv.monitor.Monitor this view reads.")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self._shown_version: int | None = None
+        self._layout: pn.viewable.Viewable | None = None
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if self._layout is None:
+            self._layout = self._build()
+        return self._layout
+
+    def update(self, force: bool = False) -> bool:
+        """Bring the view to the monitor's current version; True if it read the monitor."""
+        version = self.monitor.version
+        if version == self._shown_version and not force:
+            return False
+        self._shown_version = version
+        return self._guarded("update", self._refresh, utc_now())
+
+    def tick(self, now: datetime | None = None) -> None:
+        """Refresh the clock-dependent cells (ages, countdowns) as of ``now``."""
+        self._guarded("tick", self._tick, now or utc_now())
+
+    def _guarded(self, what: str, step: Callable[[datetime], None], now: datetime) -> bool:
+        try:
+            step(now)
+        except Exception:
+            logger.exception("The %s view failed to %s; it keeps showing its previous data.", type(self).__name__, what)
+            return False
+        return True
+
+    def _build(self) -> pn.viewable.Viewable:
+        raise NotImplementedError
+
+    def _refresh(self, now: datetime) -> None:
+        raise NotImplementedError
+
+    def _tick(self, now: datetime) -> None:
+        """Clock-only changes; most views have none."""
+
+
+class MarkupView(MonitorView):
+    """A view whose whole content is ``pane``'s markup, made by ``render(now)`` (which must
+    escape whatever it shows); :meth:`_tick` re-renders and sends it only when it changed."""
+
+    pane: pn.pane.HTML
+
+    def render(self, now: datetime) -> str:
+        raise NotImplementedError
+
+    def _tick(self, now: datetime) -> None:
+        markup = self.render(now)
+        if self.pane.object != markup:
+            self.pane.object = markup
+
+
+class RunScopedView(MonitorView):
+    """A view of one run of the monitor, chosen by ``run_id`` (None: no run selected)."""
+
+    run_id = param.String(default=None, allow_None=True, doc="The run shown; None shows nothing.")
+
+    @param.depends("run_id", watch=True)
+    def _run_changed(self) -> None:
+        self.update(force=True)
+
+
+def section(heading: str, *items: object, **options) -> pn.Column:
+    """A bordered, titled box holding ``items``: the frame of every dashboard section."""
+    return pn.Column(
+        pn.pane.HTML(title(heading), stylesheets=[STYLESHEET], margin=(0, 5)),
+        *items,
+        styles=PANEL_STYLES,
+        sizing_mode=options.pop("sizing_mode", "stretch_width"),
+        margin=options.pop("margin", (5, 5)),
+        **options,
+    )

@@ -1,0 +1,42 @@
+"""ConnectionBanner: whether the monitor reaches etcd — connected, unreachable since when, recovered."""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+
+import panel as pn
+
+from .base import MarkupView
+from .style import STYLESHEET
+from .text import since
+
+LABELS = {"connecting": "Connecting", "connected": "Connected", "unreachable": "etcd unreachable", "recovered": "Recovered"}
+
+
+class ConnectionBanner(MarkupView):
+    """One line, colored by state, with the monitor's own sentence (escaped) and, while etcd is
+    unreachable, how long it has been."""
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.pane = pn.pane.HTML("", stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(5, 5))
+        self._status = None
+
+    def _build(self) -> pn.viewable.Viewable:
+        return self.pane
+
+    def _refresh(self, now: datetime) -> None:
+        self._status = self.monitor.connection
+        self._tick(now)
+
+    def render(self, now: datetime) -> str:
+        status = self._status
+        if status is None:
+            return ""
+        label = LABELS.get(status.state, status.state)
+        lasting = f" (for {since(status.since, now)})" if status.state == "unreachable" else ""
+        return (
+            f"<div class='rdzv-banner rdzv-banner-{html.escape(status.state)}' data-state='{html.escape(status.state)}'>"
+            f"<b>{html.escape(label)}</b>{html.escape(lasting)} · {html.escape(status.message)}</div>"
+        )

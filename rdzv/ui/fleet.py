@@ -1,0 +1,96 @@
+"""FleetView: one row per run the monitor found; clicking a row selects that run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import panel as pn
+import param
+from bokeh.models import ColumnDataSource
+
+from .base import MonitorView, section
+from .sync import patch_column, sync_source
+from .tables import fit_height, text_table
+from .text import since
+
+COLUMNS = [
+    ("run_id", "run", 200),
+    ("api", "api", 50),
+    ("round", "round", 60),
+    ("participants", "participants", 90),
+    ("waiting", "waiting", 70),
+    ("state", "state", 100),
+    ("changed", "last change", 100),
+]
+
+STATE_COLORS = {
+    "complete": "#1a7f37",
+    "forming": "#9a6700",
+    "closed": "#57606a",
+    "deleted": "#57606a",
+    "undecodable": "#cf222e",
+}
+
+
+def run_state(run) -> str:
+    """One word for where a run stands: forming, complete, closed, deleted or undecodable."""
+    if run.deleted:
+        return "deleted"
+    if run.snapshot is None:
+        return "undecodable"
+    if run.snapshot.closed:
+        return "closed"
+    return "complete" if run.snapshot.complete else "forming"
+
+
+class FleetView(MonitorView):
+    """The table of every run, sorted by run id.
+
+    ``selected`` follows the row the user clicks; setting it highlights that row.
+    """
+
+    selected = param.String(default=None, allow_None=True, doc="The run id of the selected row.")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color"]})
+        self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True,
+                                multi_selectable=False)
+        self._updated_at: list[datetime] = []
+        self.source.selected.on_change("indices", self._on_select)
+
+    def _build(self) -> pn.viewable.Viewable:
+        return section("Runs", pn.pane.Bokeh(self.table, sizing_mode="stretch_width"))
+
+    def _refresh(self, now: datetime) -> None:
+        runs = sorted(self.monitor.runs().values(), key=lambda run: run.run_id)
+        self._updated_at = [run.updated_at for run in runs]
+        states = [run_state(run) for run in runs]
+        columns = {
+            "run_id": [run.run_id for run in runs],
+            "api": [run.api for run in runs],
+            "round": [run.snapshot.round if run.snapshot else "" for run in runs],
+            "participants": [len(run.snapshot.participants) if run.snapshot else "" for run in runs],
+            "waiting": [len(run.snapshot.wait_list) if run.snapshot else "" for run in runs],
+            "state": states,
+            "changed": [since(moment, now) for moment in self._updated_at],
+            "color": [STATE_COLORS[state] for state in states],
+        }
+        sync_source(self.source, columns, key="run_id")
+        fit_height(self.table, 2, 8)
+        self._show_selection()
+
+    def _tick(self, now: datetime) -> None:
+        patch_column(self.source, "changed", [since(moment, now) for moment in self._updated_at])
+
+    @param.depends("selected", watch=True)
+    def _show_selection(self) -> None:
+        run_ids = self.source.data["run_id"]
+        indices = [run_ids.index(self.selected)] if self.selected in run_ids else []
+        if self.source.selected.indices != indices:
+            self.source.selected.indices = indices
+
+    def _on_select(self, _attr: str, _old: list[int], new: list[int]) -> None:
+        run_ids = self.source.data["run_id"]
+        if new and new[0] < len(run_ids):
+            self.selected = run_ids[new[0]]

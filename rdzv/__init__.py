@@ -27,17 +27,24 @@ _EXPORTS = {
     "decode_state_b64": "rdzv.state",
     "UndecodableStateError": "rdzv.state",
     "RendezvousSnapshot": "rdzv.state",
+    "Node": "rdzv.state",
+    "diff_states": "rdzv.diff",
+    "Change": "rdzv.diff",
+    "ChangeKind": "rdzv.diff",
     "Monitor": "rdzv.monitor",
     "get_monitor": "rdzv.monitor",
     "dashboard": "rdzv.ui",
-    "notebook": "rdzv.notebook",
     "DemoCluster": "rdzv.demo",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+_SUBMODULES = {"notebook", "demo", "kv", "monitor", "state", "diff", "store", "backend", "server", "ui"}
+
+__all__ = ["__version__", "notebook", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"rdzv.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'rdzv' has no attribute {name!r}")

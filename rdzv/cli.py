@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -34,9 +35,22 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(f"{message}; see `{self.prog} --help`.", EXIT_USAGE)
 
 
+def endpoint_argument(text: str) -> str:
+    """``--endpoint`` as given, once it parses as ``HOST:PORT[,HOST:PORT...]``."""
+    from .kv import parse_endpoints
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the endpoint is empty; give HOST:PORT[,HOST:PORT...]")
+    try:
+        parse_endpoints(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
+    return text
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser, *, endpoint_required: bool) -> None:
     """The endpoint, prefix and TLS options shared by every command that talks to etcd."""
-    parser.add_argument("--endpoint", required=endpoint_required, help="etcd endpoint(s): HOST:PORT[,HOST:PORT...]")
+    parser.add_argument("--endpoint", type=endpoint_argument, required=endpoint_required, help="etcd endpoint(s): HOST:PORT[,HOST:PORT...]")
     parser.add_argument("--prefix", default="/torch/elastic", help="key prefix of the runs and store (default: /torch/elastic)")
     parser.add_argument("--api", choices=("v2", "v3"), default=None, help="etcd API to read (default: every API the server offers)")
     parser.add_argument("--protocol", choices=("http", "https"), default="http")
@@ -76,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # python-etcd logs every failed request at ERROR; the command reports failures itself.
+    logging.getLogger("etcd.client").setLevel(logging.CRITICAL)
     try:
         args = build_parser().parse_args(argv)
         if args.command == "status":
@@ -101,7 +117,8 @@ def _run_server(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - reported as one sentence
         raise CommandError(f"etcd did not start: {exc}", EXIT_UNREACHABLE) from None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
     apis = "v3" if args.no_v2 else "v2 and v3"
     print(f"etcd is serving the {apis} APIs at {server.get_endpoint()}", flush=True)
     print(f"  try: rdzv status --endpoint {server.get_endpoint()}", flush=True)
@@ -128,6 +145,3 @@ def print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

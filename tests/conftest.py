@@ -48,3 +48,45 @@ def subprocess_env() -> dict[str, str]:
     env.pop("http_proxy", None)
     env.pop("HTTP_PROXY", None)
     return env
+
+
+# -- the dashboard in a real headless Chromium (see browser_helpers) ----------------------
+
+
+@pytest.fixture
+def serve():
+    """Start dashboards with ``serve(args, env=None)``; every one is stopped after the test."""
+    from browser_helpers import ServedDashboard
+
+    started: list[ServedDashboard] = []
+
+    def start(args: list[str], env: dict[str, str] | None = None) -> ServedDashboard:
+        started.append(ServedDashboard(args, env))
+        return started[-1]
+
+    yield start
+    for dashboard in started:
+        dashboard.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from browser_helpers import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; a JavaScript dialog (alert, confirm) opened by it fails the test."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    dialogs: list[str] = []
+    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield tab
+    context.close()
+    assert dialogs == [], f"the page opened dialogs: {dialogs}"

@@ -8,24 +8,15 @@ import os
 import pickle
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, subprocess_env
+from browser_helpers import WAIT_MS
 from rendezvous_helpers import params, rdzv_handler, rendezvous_all
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 HOSTILE_ADDR = "<img src=x onerror=alert(1)>"
-WAIT_MS = 20_000
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -48,91 +39,6 @@ def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, com
 
 def run_key(prefix: str, run_id: str) -> str:
     return f"{prefix}/rendezvous/{run_id}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServedDashboard:
-    """``panel serve app/dashboard.py`` in its own process group, killed (with any etcd it
-    started) on :meth:`stop`."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/dashboard"
-        command = [
-            sys.executable, "-m", "panel", "serve", str(ROOT / "app" / "dashboard.py"), "--port", str(self.port),
-            "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{self.port}",
-        ]
-        if args:
-            command += ["--args", *args]
-        self.log = Path(os.environ.get("TMPDIR", "/tmp")) / f"rdzv-dashboard-{self.port}.log"
-        self._log_file = self.log.open("wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**subprocess_env(), **(env or {})},
-                                        stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_listening(timeout=60)
-
-    def _wait_listening(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"panel serve exited: {self.log.read_text(errors='replace')}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise TimeoutError(f"panel serve did not listen within {timeout} s: {self.log.read_text(errors='replace')}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log_file.close()
-        self.log.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def serve():
-    """Start dashboards with ``serve(args, env=None)``; every one is stopped after the test."""
-    started: list[ServedDashboard] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None) -> ServedDashboard:
-        started.append(ServedDashboard(args, env))
-        return started[-1]
-
-    yield start
-    for dashboard in started:
-        dashboard.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; a JavaScript dialog (alert, confirm) opened by it fails the test."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    tab = context.new_page()
-    dialogs: list[str] = []
-    tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    yield tab
-    context.close()
-    assert dialogs == [], f"the page opened dialogs: {dialogs}"
 
 
 @pytest.fixture

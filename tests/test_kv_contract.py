@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rdzv.kv import Event, KeyValue, KVCompactedError, KVUnavailableError, connect, parse_endpoints
+from rdzv.kv import Event, KVCompactedError, KVUnavailableError, connect, parse_endpoints
 
 
 def test_get_put_delete_roundtrip(kv, unique):

@@ -75,6 +75,10 @@ class EtcdV2(KV):
             )
             for host, port in endpoints
         ]
+        for client in clients:
+            # urllib3 would otherwise retry three times, turning one read timeout into four and
+            # delaying failover; moving to the next member is our retry.
+            client.http.connection_pool_kw["retries"] = False
         return cls(clients)
 
     @property

@@ -17,7 +17,7 @@ from .participants import ParticipantsView
 from .round_card import RoundCard
 from .store_browser import StoreBrowser
 from .style import STYLESHEET
-from .text import utc_now
+from ..text import utc_now
 from .timeline import TimelineView
 
 TICK_SECONDS = 1.0

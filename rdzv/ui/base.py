@@ -12,7 +12,7 @@ import param
 from panel.viewable import Viewer
 
 from .style import PANEL_STYLES, STYLESHEET, title
-from .text import utc_now
+from ..text import utc_now
 
 logger = logging.getLogger("rdzv.ui")
 

@@ -9,7 +9,7 @@ import panel as pn
 
 from .base import MarkupView
 from .style import STYLESHEET
-from .text import since
+from ..text import since
 
 LABELS = {"connecting": "Connecting", "connected": "Connected", "unreachable": "etcd unreachable", "recovered": "Recovered"}
 

@@ -11,7 +11,7 @@ from bokeh.models import ColumnDataSource
 from .base import MonitorView, section
 from .sync import patch_column, sync_source
 from .tables import fit_height, text_table
-from .text import since
+from ..text import run_state, since
 
 COLUMNS = [
     ("run_id", "run", 200),
@@ -30,17 +30,6 @@ STATE_COLORS = {
     "deleted": "#57606a",
     "undecodable": "#cf222e",
 }
-
-
-def run_state(run) -> str:
-    """One word for where a run stands: forming, complete, closed, deleted or undecodable."""
-    if run.deleted:
-        return "deleted"
-    if run.snapshot is None:
-        return "undecodable"
-    if run.snapshot.closed:
-        return "closed"
-    return "complete" if run.snapshot.complete else "forming"
 
 
 class FleetView(MonitorView):

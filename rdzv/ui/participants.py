@@ -11,7 +11,7 @@ from bokeh.models import ColumnDataSource
 from .base import RunScopedView, section
 from .sync import patch_column, sync_source
 from .tables import fit_height, text_table
-from .text import since
+from ..text import since
 
 COLUMNS = [
     ("addr", "addr", 180),

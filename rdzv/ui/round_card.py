@@ -9,7 +9,7 @@ import param
 
 from .base import MarkupView, RunScopedView, section
 from .style import STYLESHEET, tile
-from .text import NO_VALUE, countdown
+from ..text import NO_VALUE, countdown
 
 EMPTY = "<div class='rdzv-muted'>Select a run in the table above.</div>"
 

@@ -10,7 +10,7 @@ from bokeh.models import ColumnDataSource, PreText
 from .base import MonitorView, section
 from .sync import sync_source
 from .tables import fit_height, text_table
-from .text import clip, value_text
+from ..text import clip, value_text
 
 COLUMNS = [
     ("key", "key", 260),

@@ -18,7 +18,7 @@ from bokeh.models import AdaptiveTicker, ColumnDataSource, DataRange1d, Datetime
 from bokeh.plotting import figure
 
 from .base import RunScopedView, section
-from .text import clock
+from ..text import clock
 
 POINT_STYLES = {  # kind -> (color, size)
     "change": ("#0969da", 9),

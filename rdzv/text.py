@@ -1,4 +1,4 @@
-"""Turning monitor data into the short plain-text strings the views display.
+"""Turning monitor data into the short plain-text strings the dashboard and `rdzv status` display.
 
 Everything here returns text for text-only widgets; nothing returns HTML. Where a
 view does need markup (the round card, the banner) it escapes with :func:`html.escape`.
@@ -64,3 +64,20 @@ def value_text(value: bytes) -> str:
     except UnicodeDecodeError:
         return repr(value)
     return text if text.isprintable() else repr(value)
+
+
+def run_state(run) -> str:
+    """One word for where a run stands: forming, complete, closed, deleted or undecodable."""
+    if run.deleted:
+        return "deleted"
+    if run.snapshot is None:
+        return "undecodable"
+    if run.snapshot.closed:
+        return "closed"
+    return "complete" if run.snapshot.complete else "forming"
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (terminal escapes, newlines) written as an
+    escape sequence, so a hostile node name cannot rewrite a terminal."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

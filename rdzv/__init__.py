@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "EtcdServer": "rdzv.server",
     "EtcdCluster": "rdzv.cluster",
+    "EtcdTLS": "rdzv.etcd_tls",
     "EtcdStore": "rdzv.store",
     "StoreTimeoutError": "rdzv.store",
     "EtcdRendezvousBackend": "rdzv.backend",

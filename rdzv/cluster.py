@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 
 from .etcd_process import EtcdGroup, EtcdMember, GroupFacade
+from .etcd_tls import EtcdTLS
 
 __all__ = ["EtcdCluster", "EtcdMember"]
 
@@ -31,6 +32,7 @@ class EtcdCluster(GroupFacade):
         heartbeat_ms, election_ms: Raft timing; shorter means faster failover but more
             spurious elections on a loaded machine.
         extra_args: more etcd flags for every member, appended last.
+        tls: serve every member's client port over HTTPS (see :class:`rdzv.etcd_tls.EtcdTLS`).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class EtcdCluster(GroupFacade):
         heartbeat_ms: int = 50,
         election_ms: int = 500,
         extra_args: tuple[str, ...] | list[str] = (),
+        tls: EtcdTLS | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"An etcd cluster needs at least one member, not {size}.")
@@ -55,6 +58,7 @@ class EtcdCluster(GroupFacade):
             election_ms=election_ms,
             extra_args=extra_args,
             stop_grace=0.0,
+            tls=tls,
         )
 
     def start(self, timeout: float = 60, num_retries: int = 3) -> None:

@@ -48,6 +48,7 @@ from queue import SimpleQueue
 from typing import IO, Sequence, Union
 
 from .etcd_binary import find_etcd_binary
+from .etcd_tls import PLAIN_HTTP, EtcdTLS
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +247,11 @@ class _Settings:
     extra_args: tuple[str, ...]
     stderr: Stderr
     run_dir: Path
+    tls: EtcdTLS | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
 
 class EtcdMember:
@@ -295,13 +301,13 @@ class EtcdMember:
     def argv(self) -> list[str]:
         """The etcd command line that starts this member."""
         settings = self._settings
-        client_url = f"http://{LOOPBACK}:{self.client_port}"
+        client_url = f"{settings.scheme}://{LOOPBACK}:{self.client_port}"
         argv = [
             str(settings.binary),
             f"--name={self.name}",
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls=http://{HOST}:{self.client_port}",
+            f"--advertise-client-urls={settings.scheme}://{HOST}:{self.client_port}",
             f"--listen-peer-urls={self.peer_url}",
             f"--initial-advertise-peer-urls={self.peer_url}",
             f"--initial-cluster={settings.initial_cluster}",
@@ -311,6 +317,8 @@ class EtcdMember:
         ]
         if settings.enable_v2:
             argv.append("--enable-v2")
+        if settings.tls is not None:
+            argv += settings.tls.etcd_flags()
         return argv + list(settings.extra_args)
 
     # what it does
@@ -369,7 +377,7 @@ class EtcdMember:
                     f"etcd member {self.name} at {self.endpoint} was not ready within {timeout:g} s; "
                     f"read its log {self.log_path} or give start() a longer timeout."
                 )
-            if _health_ok(self.client_port, min(1.0, remaining)):
+            if _health_ok(self.client_port, min(1.0, remaining), self._settings.tls):
                 return
             time.sleep(PROBE_INTERVAL_S)
 
@@ -432,8 +440,11 @@ def failure_reason(log_text: str) -> str:
     return first_plain or "it wrote nothing to its log"
 
 
-def _health_ok(port: int, timeout: float) -> bool:
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+def _health_ok(port: int, timeout: float, tls: EtcdTLS | None = None) -> bool:
+    if tls is None:
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    else:  # by name, as clients reach it, so the certificate needs to name localhost only
+        connection = http.client.HTTPSConnection(HOST, port, timeout=timeout, context=tls.ssl_context())
     try:
         connection.request("GET", "/health")
         return connection.getresponse().status == 200
@@ -464,6 +475,7 @@ class EtcdGroup:
         election_ms: int = 1000,
         extra_args: Sequence[str] = (),
         stop_grace: float = STOP_GRACE_S,
+        tls: EtcdTLS | None = None,
     ) -> None:
         if not names:
             raise ValueError("An etcd group needs at least one member.")
@@ -474,6 +486,7 @@ class EtcdGroup:
         self._election_ms = election_ms
         self._extra_args = tuple(extra_args)
         self._stop_grace = stop_grace
+        self.tls = tls
         self._lock = threading.RLock()
         self._owner_pid = os.getpid()
         self.members: list[EtcdMember] = []
@@ -541,6 +554,7 @@ class EtcdGroup:
             extra_args=self._extra_args,
             stderr=stderr,
             run_dir=self.run_dir,
+            tls=self.tls,
         )
         self.members = [
             EtcdMember(name, client, peer, settings)
@@ -601,7 +615,14 @@ class GroupFacade:
         from .kv import connect
 
         self._require_started()
-        return connect(self._client_endpoints(), api=api)
+        return connect(self._client_endpoints(), api=api, **self.client_options())
+
+    def client_options(self) -> dict[str, str | None]:
+        """``protocol``, ``ca_cert``, ``ssl_cert`` and ``ssl_cert_key`` for a client of these
+        etcd processes: pass them to :func:`rdzv.kv.connect`, ``get_monitor``, the dashboard,
+        or (as ``--rdzv-conf`` values) to ``create_backend``."""
+        tls = self._group.tls
+        return dict(PLAIN_HTTP) if tls is None else tls.client_options()
 
     def _client_endpoints(self) -> str:  # pragma: no cover - defined by subclasses
         raise NotImplementedError

@@ -10,6 +10,9 @@ plus a context manager, :meth:`EtcdServer.kv`, the log, and these differences:
   parent-death signal, own process group, stale run directories swept).
 * etcd's output goes to a log file (:attr:`EtcdServer.log_path`), not the console.
 * ``enable_v2=False`` serves only the v3 API, like etcd 3.6.
+* ``tls=EtcdTLS(...)`` serves HTTPS, with client-certificate auth when a client pair is given.
+* :meth:`kill` and :meth:`restart` crash etcd and bring it back on the same port and data,
+  for fault-injection tests and demos.
 * The binary is found by :func:`rdzv.etcd_binary.find_etcd_binary`.
 
 Usage::
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .etcd_binary import EtcdBinaryNotFoundError, find_etcd_binary
+from .etcd_tls import EtcdTLS
 from .etcd_process import (
     HOST,
     EtcdGroup,
@@ -46,6 +50,7 @@ __all__ = [
     "EtcdServer",
     "EtcdStartError",
     "EtcdStartTimeoutError",
+    "EtcdTLS",
     "find_etcd_binary",
     "sweep_stale_run_dirs",
 ]
@@ -62,6 +67,8 @@ class EtcdServer(GroupFacade):
             directory, never ``data_dir`` itself.
         enable_v2: serve etcd's v2 API as well as v3 (``--enable-v2``).
         extra_args: more etcd flags, appended last (they override ours).
+        tls: serve the client port over HTTPS with these certificates (see :class:`EtcdTLS`);
+            :meth:`client_options` then gives what a client needs.
 
     Until :meth:`start`, ``get_port()`` and :attr:`peer_port` are -1. Dropping the object
     does not stop etcd: :meth:`stop`, the end of a ``with`` block or the end of the
@@ -74,8 +81,10 @@ class EtcdServer(GroupFacade):
         *,
         enable_v2: bool = True,
         extra_args: tuple[str, ...] | list[str] = (),
+        tls: EtcdTLS | None = None,
     ) -> None:
         self.enable_v2 = enable_v2
+        self.tls = tls
         self._group = EtcdGroup(
             [MEMBER_NAME],
             enable_v2=enable_v2,
@@ -83,6 +92,7 @@ class EtcdServer(GroupFacade):
             heartbeat_ms=10,
             election_ms=50,
             extra_args=extra_args,
+            tls=tls,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -115,6 +125,26 @@ class EtcdServer(GroupFacade):
         member = self._member()
         return member is not None and member.is_running()
 
+    def kill(self) -> None:
+        """SIGKILL etcd, as a crash would, keeping its port and data for :meth:`restart`.
+
+        Raises:
+            RuntimeError: the server was not started.
+        """
+        self._require_started()
+        self._member().kill()
+
+    def restart(self, timeout: float = 60) -> None:
+        """Start etcd again on the same port and data (stopping it first if it runs) and
+        return once it serves requests.
+
+        Raises:
+            RuntimeError: the server was not started.
+            EtcdStartError / EtcdStartTimeoutError: it exited, or was not ready in time.
+        """
+        self._require_started()
+        self._member().restart(timeout=timeout)
+
     # -- where it is (torch's API) ---------------------------------------------------------
 
     def get_host(self) -> str:
@@ -130,8 +160,14 @@ class EtcdServer(GroupFacade):
         """``"localhost:PORT"``, the client endpoint."""
         return f"{self.get_host()}:{self.get_port()}"
 
+    @property
+    def protocol(self) -> str:
+        """``"https"`` with :class:`EtcdTLS`, else ``"http"``."""
+        return "https" if self.tls else "http"
+
     def get_client(self) -> etcd.Client:
-        """A python-etcd client for this server's v2 API (read timeout 10 s, like torch's).
+        """A python-etcd client for this server's v2 API (read timeout 10 s, like torch's),
+        with the TLS settings of ``tls``.
 
         Raises:
             RuntimeError: the server was not started.
@@ -139,7 +175,12 @@ class EtcdServer(GroupFacade):
         import etcd
 
         self._require_started()
-        return etcd.Client(host=self.get_host(), port=self.get_port(), version_prefix="/v2", read_timeout=10)
+        options = self.client_options()
+        cert = (options["ssl_cert"], options["ssl_cert_key"]) if options["ssl_cert"] else None
+        return etcd.Client(
+            host=self.get_host(), port=self.get_port(), version_prefix="/v2", read_timeout=10,
+            protocol=self.protocol, cert=cert, ca_cert=options["ca_cert"],
+        )
 
     def kv(self, api: str = "v2") -> KV:
         """An :class:`rdzv.kv.KV` client for this server on etcd's ``api`` (``"v2"`` or ``"v3"``).

@@ -5,7 +5,7 @@ Key layout (the same as torch's, so both read each other's keys): the store key
 
 Unlike torch's, a ``get`` of a present key costs one request however many keys
 the store holds, waiting watches only the awaited key, and ``add`` retries a
-lost compare-and-swap at once instead of sleeping up to 100 ms.
+lost compare-and-swap after at most 20 ms instead of up to 100 ms.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from torch.distributed import DistStoreError, Store
 
+from .errors import raising_rendezvous_errors
 from .kv import KV, KeyValue, KVCompactedError, as_kv, join_key
 
 _NO_WAIT = timedelta(0)
@@ -41,7 +42,9 @@ class EtcdStore(Store):
 
     ``get``, ``wait`` and ``multi_get`` block until every key is set or the timeout
     passes, then raise :class:`StoreTimeoutError`. Keys and values may be ``str``
-    (encoded as UTF-8) or ``bytes``; values come back as ``bytes``.
+    (encoded as UTF-8) or ``bytes``; values come back as ``bytes``. When etcd cannot be
+    reached (within the client's read timeout) every operation raises torch's
+    ``RendezvousConnectionError``.
     """
 
     def __init__(self, client: object, prefix: str, timeout: timedelta | None = None) -> None:
@@ -56,19 +59,21 @@ class EtcdStore(Store):
         """The key-value client the store talks through."""
         return self._kv
 
+    @raising_rendezvous_errors
     def set(self, key: str | bytes, value: str | bytes) -> None:
         self._kv.put(self._path(key), _encode(value))
 
+    @raising_rendezvous_errors
     def get(self, key: str | bytes) -> bytes:
         return self._wait_for(self._path(key), self._deadline(None), key)
 
+    @raising_rendezvous_errors
     def add(self, key: str | bytes, num: int) -> int:
         """Add ``num`` to the integer at ``key`` (absent counts as 0); return the new value."""
         path = self._path(key)
         created, current = self._kv.create(path, _encode(str(num)))
         if created:
             return int(num)
-        failures = 0
         while True:
             total = int(_decode(current.value, key)) + int(num)
             swapped, now = self._kv.compare_and_swap(path, _encode(str(total)), current.revision)
@@ -79,15 +84,14 @@ class EtcdStore(Store):
                 if created:
                     return int(num)
             current = now
-            failures += 1
-            _back_off(failures)
+            _back_off()
 
+    @raising_rendezvous_errors
     def append(self, key: str | bytes, value: str | bytes) -> None:
         """Append ``value`` to the bytes at ``key`` (absent counts as empty)."""
         path = self._path(key)
         suffix = _to_bytes(value)
         created, current = self._kv.create(path, _encode(suffix))
-        failures = 0
         while not created:
             swapped, now = self._kv.compare_and_swap(
                 path, _encode(_decode(current.value, key) + suffix), current.revision
@@ -97,9 +101,9 @@ class EtcdStore(Store):
             if now is None:
                 created, now = self._kv.create(path, _encode(suffix))
             current = now
-            failures += 1
-            _back_off(failures)
+            _back_off()
 
+    @raising_rendezvous_errors
     def compare_set(self, key: str | bytes, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
         """Set ``key`` to ``desired_value`` if it holds ``expected_value``; return what it holds after.
 
@@ -109,7 +113,6 @@ class EtcdStore(Store):
         """
         path = self._path(key)
         expected, desired = _to_bytes(expected_value), _to_bytes(desired_value)
-        failures = 0
         while True:
             current = self._kv.get(path)
             if current is None:
@@ -124,34 +127,40 @@ class EtcdStore(Store):
             swapped, _ = self._kv.compare_and_swap(path, _encode(desired), current.revision)
             if swapped:
                 return desired
-            failures += 1
-            _back_off(failures)
+            _back_off()
 
+    @raising_rendezvous_errors
     def check(self, keys: list[str | bytes]) -> bool:
         """Whether every key is set right now (no waiting)."""
         return all(self._kv.get(self._path(key)) is not None for key in keys)
 
+    @raising_rendezvous_errors
     def wait(self, keys: list[str | bytes], override_timeout: timedelta | None = None) -> None:
         deadline = self._deadline(override_timeout)
         for key in keys:
             self._wait_for(self._path(key), deadline, key)
 
+    @raising_rendezvous_errors
     def multi_get(self, keys: list[str | bytes]) -> list[bytes]:
         deadline = self._deadline(None)
         return [self._wait_for(self._path(key), deadline, key) for key in keys]
 
+    @raising_rendezvous_errors
     def multi_set(self, keys: list[str | bytes], values: list[str | bytes]) -> None:
         if len(keys) != len(values):
             raise ValueError(f"multi_set got {len(keys)} keys but {len(values)} values; pass one value per key.")
         for key, value in zip(keys, values):
             self.set(key, value)
 
+    @raising_rendezvous_errors
     def delete_key(self, key: str | bytes) -> bool:
         return self._kv.delete(self._path(key))
 
+    @raising_rendezvous_errors
     def num_keys(self) -> int:
         return len(self._kv.list(self.prefix).items)
 
+    @raising_rendezvous_errors
     def list_keys(self) -> list[str]:
         """Every key of the store, decoded (keys that are not valid UTF-8 are skipped)."""
         names = []
@@ -211,7 +220,7 @@ def _show(key: str | bytes) -> str:
     return repr(key if isinstance(key, str) else key.decode(errors="replace"))
 
 
-def _back_off(failures: int) -> None:
-    """After repeated lost compare-and-swaps, sleep briefly (at most ~8 ms) with jitter."""
-    if failures >= 3:
-        time.sleep(random.uniform(0, 0.001 * min(2 ** (failures - 3), 8)))
+def _back_off() -> None:
+    """After a lost compare-and-swap, sleep a random 0-20 ms so racing writers spread out
+    (retrying at once makes every writer but one lose again; torch sleeps 0-100 ms)."""
+    time.sleep(random.uniform(0, 0.02))

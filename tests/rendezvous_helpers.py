@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import pickle
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler, create_handler
@@ -39,3 +42,18 @@ def rendezvous_all(handlers: list[DynamicRendezvousHandler], timeout: float = 90
     with ThreadPoolExecutor(len(handlers)) as pool:
         futures = [pool.submit(h.next_rendezvous) for h in handlers]
         return [f.result(timeout=timeout) for f in futures]
+
+
+def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, complete: bool = True) -> str:
+    """A rendezvous state as torch writes it (pickled _RendezvousState, base64) with these
+    participants ``{(addr, pid, local_id): rank}``, every heartbeat now."""
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
+
+    state = _RendezvousState()
+    state.round = round_
+    state.complete = complete
+    for (addr, pid, local_id), rank in nodes.items():
+        node = _NodeDesc(addr, pid, local_id)
+        state.participants[node] = rank
+        state.last_heartbeats[node] = datetime.now(timezone.utc)
+    return base64.b64encode(pickle.dumps(state)).decode()

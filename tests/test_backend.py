@@ -66,6 +66,7 @@ def test_a_vanished_state_with_a_token_is_none_not_an_error(backend, kv):
     assert backend.set_state(b"second", token) is None
 
 
+@pytest.mark.reliability
 def test_corrupt_state_raises_state_error(backend, kv):
     kv.put(backend.key, "%%% not base64 %%%")
     with pytest.raises(RendezvousStateError, match="corrupt"):
@@ -84,6 +85,7 @@ def test_empty_run_id_is_refused(kv):
         EtcdRendezvousBackend(kv, "")
 
 
+@pytest.mark.reliability
 def test_unreachable_etcd_raises_connection_error_promptly(api):
     p = RendezvousParameters("rdzv-etcd-v2", "127.0.0.1:9", "run", 1, 1, read_timeout=2)
     started = time.monotonic()
@@ -92,6 +94,7 @@ def test_unreachable_etcd_raises_connection_error_promptly(api):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.reliability
 def test_operations_on_a_dead_etcd_raise_connection_error(api, unique):
     from rdzv.kv import connect
 
@@ -111,6 +114,7 @@ def test_operations_on_a_dead_etcd_raise_connection_error(api, unique):
         ({"etcd_api": "v4"}, "'v2' or 'v3'"),
     ],
 )
+@pytest.mark.reliability
 def test_bad_parameters_get_torchs_errors(etcd_server, config, message):
     p = RendezvousParameters("rdzv-etcd-v2", etcd_server.get_endpoint(), "run", 1, 1, **config)
     with pytest.raises(ValueError, match=message):

@@ -82,6 +82,7 @@ def test_status_keeps_the_v2_and_v3_keyspaces_apart(etcd_server, unique, capsys)
     assert "No rendezvous runs" in capsys.readouterr().out
 
 
+@pytest.mark.reliability
 def test_undecodable_state_is_flagged_in_the_table_and_fails_the_detail(etcd_server, unique, api, capsys):
     endpoint = etcd_server.get_endpoint()
     prefix = f"/{unique}"
@@ -96,6 +97,7 @@ def test_undecodable_state_is_flagged_in_the_table_and_fails_the_detail(etcd_ser
     assert "broken" in message and "undecodable" in message.lower()
 
 
+@pytest.mark.reliability
 def test_terminal_escapes_in_a_node_name_are_not_printed_raw():
     hostile = Node("\x1b[2J\x1b]0;pwned\x07evil", 1, 0)
     snapshot = RendezvousSnapshot(round=1, participants={hostile: 0})
@@ -111,6 +113,7 @@ def test_unknown_run_names_the_run_and_the_runs_there(etcd_server, completed_run
     assert "'no-such-run'" in message and completed_run in message
 
 
+@pytest.mark.reliability
 def test_unreachable_etcd_is_one_sentence_naming_the_endpoint():
     endpoint = f"127.0.0.1:{free_port()}"
     result = rdzv_command("status", "--endpoint", endpoint, "--timeout", "2")
@@ -129,6 +132,7 @@ def test_unreachable_etcd_is_one_sentence_naming_the_endpoint():
     (["frobnicate"], "frobnicate"),
     ([], "command"),
 ])
+@pytest.mark.reliability
 def test_bad_arguments_are_one_sentence_and_exit_2(argv, words, capsys):
     assert main(argv) == EXIT_USAGE
     message = assert_one_sentence(capsys.readouterr().err)

@@ -5,36 +5,19 @@ from __future__ import annotations
 
 import base64
 import os
-import pickle
 import re
 import signal
 import threading
-from datetime import datetime, timezone
 
 import pytest
 
 from browser_helpers import WAIT_MS
-from rendezvous_helpers import params, rdzv_handler, rendezvous_all
+from rendezvous_helpers import params, rdzv_handler, rendezvous_all, torch_state_b64
 
 HOSTILE_ADDR = "<img src=x onerror=alert(1)>"
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, complete: bool = True) -> str:
-    """A rendezvous state as torch writes it (pickled _RendezvousState, base64) with these
-    participants ``{(addr, pid, local_id): rank}``, every heartbeat now."""
-    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
-
-    state = _RendezvousState()
-    state.round = round_
-    state.complete = complete
-    for (addr, pid, local_id), rank in nodes.items():
-        node = _NodeDesc(addr, pid, local_id)
-        state.participants[node] = rank
-        state.last_heartbeats[node] = datetime.now(timezone.utc)
-    return base64.b64encode(pickle.dumps(state)).decode()
 
 
 def run_key(prefix: str, run_id: str) -> str:
@@ -167,6 +150,7 @@ def test_settings_from_arguments_win_over_environment():
     (["--endpoint", "h:2379", "--ssl-cert", __file__, "--ssl-cert-key", __file__], "--protocol https"),
     (["--bogus"], "unrecognized arguments"),
 ])
+@pytest.mark.reliability
 def test_bad_settings_are_one_sentence(argv, words):
     from rdzv.ui.config import ConfigError, parse_config
 
@@ -221,6 +205,7 @@ def _safely(call):
         return exc
 
 
+@pytest.mark.reliability
 @pytest.mark.browser
 @pytest.mark.timeout(120)
 def test_html_in_node_names_and_store_values_stays_text(etcd_server, unique, serve, page):
@@ -270,6 +255,7 @@ def test_closing_a_run_needs_allow_writes_and_a_confirmation(etcd_server, unique
         kv.close()
 
 
+@pytest.mark.reliability
 @pytest.mark.browser
 @pytest.mark.timeout(150)
 def test_connection_banner_follows_etcd(serve, page):
@@ -291,6 +277,7 @@ def test_connection_banner_follows_etcd(serve, page):
         expect(banner).to_have_attribute("data-state", re.compile("recovered|connected"), timeout=WAIT_MS)
 
 
+@pytest.mark.reliability
 @pytest.mark.browser
 @pytest.mark.timeout(60)
 def test_bad_arguments_show_one_sentence(serve, page):

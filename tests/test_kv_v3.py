@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import base64
-import datetime
-import ipaddress
 import json
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -22,7 +17,10 @@ import pytest
 import urllib3
 
 from rdzv.kv import Event, KeyValue, KVCompactedError, KVUnavailableError
+from rdzv.cluster import EtcdCluster
+from rdzv.etcd_tls import EtcdTLS
 from rdzv.kv.v3 import EtcdV3
+from tls_certs import make_certificates
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,80 +36,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class _Cluster:
-    """etcd processes forming one cluster; ``members`` are their client (host, port)."""
-
-    def __init__(self) -> None:
-        self.data_dir = tempfile.mkdtemp(prefix="rdzv-test-etcd-v3-")
-        self.members: list[tuple[str, int]] = []
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, size: int, tls: dict[str, str] | None) -> None:
-        scheme = "https" if tls else "http"
-        peers = [_free_port() for _ in range(size)]
-        initial = ",".join(f"m{i}=http://127.0.0.1:{port}" for i, port in enumerate(peers))
-        for i, peer_port in enumerate(peers):
-            client_port = _free_port()
-            command = [
-                str(ETCD_BINARY),
-                f"--name=m{i}",
-                f"--data-dir={self.data_dir}/m{i}",
-                f"--listen-client-urls={scheme}://127.0.0.1:{client_port}",
-                f"--advertise-client-urls={scheme}://127.0.0.1:{client_port}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-                f"--initial-cluster={initial}",
-                "--log-level=error",
-            ]
-            if tls:
-                command += [
-                    f"--cert-file={tls['server_cert']}",
-                    f"--key-file={tls['server_key']}",
-                    f"--trusted-ca-file={tls['ca_cert']}",
-                    "--client-cert-auth",
-                ]
-            self.processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            self.members.append(("localhost", client_port))
-
-    def wait_until_serving(self) -> None:
-        for (_, port), process in zip(self.members, self.processes):
-            deadline = time.monotonic() + 20
-            while not _accepts(port):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"etcd did not start on port {port}")
-                time.sleep(0.05)
-
-    def stop(self, index: int) -> None:
-        self.processes[index].kill()
-        self.processes[index].wait(timeout=10)
-
-    def close(self) -> None:
-        for index in range(len(self.processes)):
-            self.stop(index)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+def _members(cluster: EtcdCluster) -> list[tuple[str, int]]:
+    return [("localhost", member.client_port) for member in cluster.members]
 
 
 @contextmanager
-def _etcd_cluster(size: int = 1, tls: dict[str, str] | None = None) -> Iterator[_Cluster]:
-    """An etcd 3.5 cluster serving only the v3 API; killed and its data removed on exit."""
-    cluster = _Cluster()
-    try:
-        cluster.start(size, tls)
-        cluster.wait_until_serving()
+def _etcd_cluster(size: int = 1, tls: EtcdTLS | None = None) -> Iterator[EtcdCluster]:
+    """An etcd 3.5 cluster serving only the v3 API, as etcd 3.6 does; stopped, its data removed, on exit."""
+    with EtcdCluster(size, enable_v2=False, tls=tls) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
     with _etcd_cluster() as cluster:
-        yield cluster.members[0]
+        yield _members(cluster)[0]
 
 
 @pytest.fixture
@@ -402,6 +341,7 @@ def _silent_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
+@pytest.mark.reliability
 @pytest.mark.parametrize("dead", [_closed_port, _silent_port], ids=["refused", "silent"])
 def test_an_unreachable_endpoint_raises_within_the_read_timeout(dead):
     with dead() as port, EtcdV3(endpoints=[("127.0.0.1", port)], read_timeout=1) as kv:
@@ -430,9 +370,10 @@ def test_failover_to_the_next_member(dead, server, prefix):
         assert kv.ping() == "3.5.1"
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(90)
 def test_losing_a_cluster_member_moves_requests_and_watches_to_the_others(prefix):
-    with _etcd_cluster(3) as cluster, EtcdV3(endpoints=cluster.members, read_timeout=10) as kv:
+    with _etcd_cluster(3) as cluster, EtcdV3(endpoints=_members(cluster), read_timeout=10) as kv:
         written = kv.put(f"{prefix}/k", "before")
         assert kv.get(f"{prefix}/k") == written  # served by member 0, now a pooled connection
         outcome: dict[str, object] = {}
@@ -446,13 +387,14 @@ def test_losing_a_cluster_member_moves_requests_and_watches_to_the_others(prefix
         thread = threading.Thread(target=watcher)
         thread.start()
         time.sleep(0.5)  # the watch is open on member 0
-        cluster.stop(0)
+        cluster.kill_member(0)
         after = kv.put(f"{prefix}/k", "after")
         thread.join(timeout=40)
         assert outcome.get("events") == [Event("put", f"{prefix}/k", "after", after.revision)], outcome
         assert kv.get(f"{prefix}/k") == after
+        members = _members(cluster)
     with pytest.raises(KVUnavailableError, match="connection refused"):
-        EtcdV3(endpoints=cluster.members, read_timeout=2).get(f"{prefix}/k")
+        EtcdV3(endpoints=members, read_timeout=2).get(f"{prefix}/k")
 
 
 # -- bad input -----------------------------------------------------------------------
@@ -478,73 +420,24 @@ def test_bad_arguments_are_refused_with_a_clear_message(kv, server):
 # -- TLS -----------------------------------------------------------------------------
 
 
-def _write_certificates(directory: Path) -> dict[str, str]:
-    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def issue(name, key, issuer_name, issuer_key, *, ca=False, usages=(), sans=()):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if usages:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    def save(name, certificate, key):
-        (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{name}-key.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    save("ca", issue("rdzv test CA", ca_key, "rdzv test CA", ca_key, ca=True), ca_key)
-    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
-    sans = (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    save("server", issue("localhost", server_key, "rdzv test CA", ca_key, usages=both, sans=sans), server_key)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    save("client", issue("rdzv client", client_key, "rdzv test CA", ca_key, usages=both[1:]), client_key)
-    return {
-        "ca_cert": str(directory / "ca.pem"),
-        "server_cert": str(directory / "server.pem"),
-        "server_key": str(directory / "server-key.pem"),
-        "client_cert": str(directory / "client.pem"),
-        "client_key": str(directory / "client-key.pem"),
-    }
-
-
 def test_tls_with_a_client_certificate(tmp_path, prefix):
-    certificates = _write_certificates(tmp_path)
-    with _etcd_cluster(tls=certificates) as cluster:
-        member = cluster.members[0]
+    certificates = make_certificates(tmp_path)
+    tls = EtcdTLS(certificates.server_cert, certificates.server_key, certificates.ca_cert,
+                  certificates.client_cert, certificates.client_key)
+    with _etcd_cluster(tls=tls) as cluster:
+        member = _members(cluster)[0]
         with EtcdV3(
             endpoints=[member],
             read_timeout=5,
             protocol="https",
-            ca_cert=certificates["ca_cert"],
-            ssl_cert=certificates["client_cert"],
-            ssl_cert_key=certificates["client_key"],
+            ca_cert=str(certificates.ca_cert),
+            ssl_cert=str(certificates.client_cert),
+            ssl_cert_key=str(certificates.client_key),
         ) as kv:
             written = kv.put(f"{prefix}/tls", "secret")
             assert kv.create(f"{prefix}/tls", "again") == (False, written)
             assert kv.watch(prefix, written.revision, timeout=5) == [Event("put", f"{prefix}/tls", "secret", written.revision)]
-        with EtcdV3(endpoints=[member], read_timeout=2, protocol="https", ca_cert=certificates["ca_cert"]) as anonymous:
+        with EtcdV3(endpoints=[member], read_timeout=2, protocol="https", ca_cert=str(certificates.ca_cert)) as anonymous:
             with pytest.raises(KVUnavailableError):
                 anonymous.get(f"{prefix}/tls")
         with EtcdV3(endpoints=[member], read_timeout=2) as plain:

@@ -401,6 +401,7 @@ class _Hostile:
         return os.system, (f"touch {self.canary}",)
 
 
+@pytest.mark.reliability
 def test_a_hostile_state_is_reported_not_run(space, tmp_path, api):
     canary = tmp_path / "pwned"
     monitor = space.monitor(api)
@@ -556,6 +557,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("api", [None, "v2", "v3"])
 def test_a_closed_port_is_reported_unreachable(watch, api):
@@ -573,6 +575,7 @@ def test_a_closed_port_is_reported_unreachable(watch, api):
     assert monitor.runs() == {}
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(90)
 def test_an_outage_keeps_the_last_state_then_recovers_and_resyncs(unique):
     prefix = f"/{unique}"

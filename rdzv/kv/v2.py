@@ -18,10 +18,14 @@ import urllib3.exceptions
 
 from .base import KV, Event, KeyValue, KVCompactedError, KVError, KVUnavailableError, Listing
 from .endpoints import format_endpoints
+from .failures import ADVICE, describe_transport_failure
 
 _T = TypeVar("_T")
 
 _DELETE_ACTIONS = frozenset({"delete", "expire", "compareAndDelete"})
+
+# etcd answers the methods below handle themselves; any other error answer becomes a KVError.
+_EXPECTED = (etcd.EtcdKeyNotFound, etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed, etcd.EtcdEventIndexCleared)
 
 # Failures that mean "this member did not answer"; python-etcd wraps most of them
 # in EtcdConnectionFailed, but not every urllib3/http.client error on every path.
@@ -104,16 +108,15 @@ class EtcdV2(KV):
                         f"etcd at {self._clients[index].host}:{self._clients[index].port} does not serve the v2 API; "
                         "start it with --enable-v2 or use the v3 API (api='v3')."
                     ) from exc
-                if isinstance(exc, (etcd.EtcdKeyError, etcd.EtcdValueError, etcd.EtcdEventIndexCleared)):
+                if isinstance(exc, _EXPECTED):
                     raise
-                raise KVError(f"etcd at {self.endpoint} answered with an error: {exc}") from exc
+                raise KVError(f"etcd at {self.endpoint} refused the request: {exc}.") from exc
             if index != self._current:
                 with self._lock:
                     self._current = index
             return result
         raise KVUnavailableError(
-            f"etcd at {self.endpoint} could not be reached ({_reason(last_error)}); "
-            "check that it is running and that the endpoint is right."
+            f"etcd at {self.endpoint} could not be reached ({describe_transport_failure(last_error)}); {ADVICE}."
         ) from last_error
 
     def get(self, key: str) -> KeyValue | None:
@@ -207,13 +210,3 @@ def _error_index(exc: etcd.EtcdException) -> int:
 def _is_not_found_page(exc: etcd.EtcdException) -> bool:
     payload = exc.payload if isinstance(exc.payload, dict) else {}
     return "errorCode" not in payload and "404 page not found" in str(payload.get("cause", ""))
-
-
-def _reason(error: BaseException | None) -> str:
-    cause = getattr(error, "cause", None) or error
-    text = str(cause) or type(cause).__name__
-    if "refused" in text.lower():
-        return "connection refused"
-    if "timed out" in text.lower() or "timeout" in text.lower():
-        return "timed out"
-    return text.split("\n")[0][:200]

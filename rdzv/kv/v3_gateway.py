@@ -27,6 +27,7 @@ import urllib3.exceptions
 
 from .base import KVError, KVUnavailableError
 from .endpoints import format_endpoints
+from .failures import ADVICE, describe_transport_failure
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -156,7 +157,7 @@ class Gateway:
                     release_conn=False,
                 )
             except _TRANSPORT_ERRORS as exc:
-                failures.note(index, _describe(exc))
+                failures.note(index, describe_transport_failure(exc))
                 continue
             stream = Stream(response, index, self._member_name(index))
             try:
@@ -195,7 +196,7 @@ class Gateway:
                 )
                 answer = _raise_for_answer(response.status, response.data, self._member_name(index))
             except _TRANSPORT_ERRORS as exc:
-                failures.note(index, _describe(exc))
+                failures.note(index, describe_transport_failure(exc))
                 continue
             except _MemberDown as exc:
                 failures.note(index, exc.reason, busy=exc.answered)
@@ -232,7 +233,7 @@ class Gateway:
         tried = "; ".join(f"{self._member_name(i)}: {reason}" for i, reason in failures.reasons.items())
         return KVUnavailableError(
             f"etcd at {self.endpoint} could not be reached ({tried or f'no answer within {self.read_timeout:g} s'}); "
-            "check that etcd is running there and that the endpoint, protocol and certificates are right."
+            f"{ADVICE}."
         )
 
     def _member_name(self, index: int) -> str:
@@ -269,7 +270,7 @@ class Stream:
             except (urllib3.exceptions.ReadTimeoutError, socket.timeout):
                 return None
             except _TRANSPORT_ERRORS as exc:
-                raise self._broken(_describe(exc)) from exc
+                raise self._broken(describe_transport_failure(exc)) from exc
             if not chunk:
                 raise self._broken("closed the stream")
             self._buffer += chunk
@@ -367,18 +368,3 @@ def _decode_json(data: bytes, member: str) -> dict[str, Any]:
     if not isinstance(decoded, dict):
         raise KVError(f"etcd at {member} sent an unexpected reply; is this endpoint an etcd server?")
     return decoded
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a transport failure: 'connection refused', 'timed out', ..."""
-    cause: BaseException = getattr(exc, "reason", None) or exc
-    text = str(cause).lower()
-    if "refused" in text:
-        return "connection refused"
-    if "certificate" in text or "ssl" in text or "tls" in text:
-        return f"TLS handshake failed ({str(cause).splitlines()[0][:160]})"
-    if "timed out" in text or "timeout" in text:
-        return "timed out"
-    if "name or service not known" in text or "nodename nor servname" in text or "resolution" in text:
-        return "unknown host name"
-    return (str(cause).splitlines() or [type(cause).__name__])[0][:200] or type(cause).__name__

@@ -1,0 +1,80 @@
+"""Member loss: a 3-member etcd cluster on loopback loses the member the clients talk to;
+rendezvous writes, store reads, the monitor and the served dashboard carry on through the
+other two."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from browser_helpers import WAIT_MS
+from rendezvous_helpers import params, rdzv_handler, rendezvous_all
+
+from rdzv.backend import RENDEZVOUS_PREFIX
+from rdzv.cluster import EtcdCluster
+from rdzv.monitor import get_monitor
+
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
+
+
+def wait_for(condition, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.browser
+def test_losing_the_member_in_use_is_survived_by_handlers_store_monitor_and_dashboard(
+    api, unique, serve, page, monkeypatch
+):
+    from playwright.sync_api import expect
+
+    monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    with EtcdCluster(size=3, enable_v2=True) as cluster:
+        endpoints = cluster.endpoints  # every client starts with member 0
+        config = dict(min_nodes=2, max_nodes=3, keep_alive_interval=1, read_timeout=5)
+        handlers = [rdzv_handler(params(endpoints, unique, **config), api=api) for _ in range(2)]
+        late = rdzv_handler(params(endpoints, unique, **config), api=api)
+        joiner = None
+        monitor = get_monitor(endpoints, api=api)
+        try:
+            store = rendezvous_all(handlers)[0].store  # torch's PrefixStore over our EtcdStore
+            store.set("before", "loss")
+            dashboard = serve(["--endpoint", endpoints, "--run-id", unique, "--api", api])
+            page.goto(dashboard.url)
+            expect(page.get_by_text("participant", exact=True)).to_have_count(2, timeout=WAIT_MS)
+
+            cluster.kill_member(0)
+
+            # Store reads and writes go to the other members.
+            assert store.get("before") == b"loss"
+            store.set("after", "loss")
+            assert store.get("after") == b"loss"
+            # A late joiner writes itself into the state: it waits for the next round.
+            joiner = threading.Thread(target=late.next_rendezvous, daemon=True)
+            joiner.start()
+            wait_for(lambda: (run := monitor.run(unique, api)) and run.snapshot and len(run.snapshot.wait_list) == 1,
+                     "the monitor to see the late joiner")
+            expect(page.get_by_text("waiting", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            # The two participants re-rendezvous with it: a new round of three, written via members 1 and 2.
+            rendezvous_all(handlers)
+            joiner.join(timeout=90)
+            run = wait_for(lambda: (run := monitor.run(unique, api)) and run.snapshot.world_size == 3 and run,
+                           "round 2 with three participants")
+            assert run.snapshot.complete and sorted(run.snapshot.participants.values()) == [0, 1, 2]
+            expect(page.get_by_text("participant", exact=True)).to_have_count(3, timeout=WAIT_MS)
+            assert monitor.connection.state in ("connected", "recovered")
+            with cluster.kv(api) as kv:
+                assert kv.get(f"{RENDEZVOUS_PREFIX}/{unique}") is not None
+        finally:
+            monitor.stop()
+            for handler in (*handlers, late):
+                try:
+                    handler.shutdown()
+                except Exception:  # noqa: BLE001 - best-effort cleanup
+                    pass

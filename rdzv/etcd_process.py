@@ -153,6 +153,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_SPAWNER.forget_after_fork)
 
 
+def popen_owned(argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(argv, **kwargs)`` for a child that must not outlive this process: it
+    runs in its own process group and gets SIGKILL when this process ends, however it ends
+    (Linux parent-death signal; forked by this module's long-lived spawner thread)."""
+    return _SPAWNER.popen(argv, **kwargs)
+
+
 # -- ports, pids, run directories -------------------------------------------------------
 
 
@@ -335,7 +342,7 @@ class EtcdMember:
         with open(self.log_path, "ab") as log:
             self._log_offset = log.tell()
             try:
-                self._process = _SPAWNER.popen(
+                self._process = popen_owned(
                     self.argv(),
                     stdin=subprocess.DEVNULL,
                     stdout=log,

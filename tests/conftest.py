@@ -4,16 +4,43 @@ KV clients on either API. Tests isolate themselves with unique key prefixes."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from rdzv.etcd_process import RUN_DIR_PREFIX
 from rdzv.server import EtcdServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def _etcd_pids() -> set[int]:
+    found = subprocess.run(["pgrep", "-x", "etcd"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def _run_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob(RUN_DIR_PREFIX + "*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers():
+    """Fail the session if it leaves an etcd process or an etcd run directory behind
+    (torn down last: every other session fixture has stopped its etcd by then)."""
+    pids_before, dirs_before = _etcd_pids(), _run_dirs()
+    yield
+    deadline = time.monotonic() + 10  # a parent-death signal may still be on its way
+    while (left := _etcd_pids() - pids_before) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"the tests left etcd processes running: {sorted(left)}"
+    dirs = _run_dirs() - dirs_before
+    assert not dirs, f"the tests left etcd run directories: {sorted(map(str, dirs))}"
 
 
 @pytest.fixture(scope="session")

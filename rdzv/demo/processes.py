@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..etcd_process import _SPAWNER  # one spawner thread for every owned child process
+from ..etcd_process import popen_owned
 
 
 def spawn(command: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
@@ -20,7 +20,7 @@ def spawn(command: Sequence[str], *, env: Mapping[str, str], log: Path, cwd: Pat
     a short-lived caller thread, a notebook callback say, must not fork it).
     """
     with open(log, "ab") as out:
-        return _SPAWNER.popen(
+        return popen_owned(
             list(command), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
 

@@ -4,8 +4,9 @@ Key layout (the same as torch's, so both read each other's keys): the store key
 ``k`` lives at ``<prefix>/<base64(k)>`` and holds ``base64(value)``.
 
 Unlike torch's, a ``get`` of a present key costs one request however many keys
-the store holds, waiting watches only the awaited key, and ``add`` retries a
-lost compare-and-swap after at most 20 ms instead of up to 100 ms.
+the store holds, waiting watches only the awaited key, and ``add`` reads before it
+writes (torch's first tries a create that fails on every key that exists) and backs
+off for a random, growing time after a lost compare-and-swap.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import binascii
 import random
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from torch.distributed import DistStoreError, Store
@@ -70,38 +72,13 @@ class EtcdStore(Store):
     @raising_rendezvous_errors
     def add(self, key: str | bytes, num: int) -> int:
         """Add ``num`` to the integer at ``key`` (absent counts as 0); return the new value."""
-        path = self._path(key)
-        created, current = self._kv.create(path, _encode(str(num)))
-        if created:
-            return int(num)
-        while True:
-            total = int(_decode(current.value, key)) + int(num)
-            swapped, now = self._kv.compare_and_swap(path, _encode(str(total)), current.revision)
-            if swapped:
-                return total
-            if now is None:
-                created, now = self._kv.create(path, _encode(str(num)))
-                if created:
-                    return int(num)
-            current = now
-            _back_off()
+        return int(self._read_modify_write(key, lambda held: str(int(held or b"0") + int(num)).encode()))
 
     @raising_rendezvous_errors
     def append(self, key: str | bytes, value: str | bytes) -> None:
         """Append ``value`` to the bytes at ``key`` (absent counts as empty)."""
-        path = self._path(key)
         suffix = _to_bytes(value)
-        created, current = self._kv.create(path, _encode(suffix))
-        while not created:
-            swapped, now = self._kv.compare_and_swap(
-                path, _encode(_decode(current.value, key) + suffix), current.revision
-            )
-            if swapped:
-                return
-            if now is None:
-                created, now = self._kv.create(path, _encode(suffix))
-            current = now
-            _back_off()
+        self._read_modify_write(key, lambda held: (held or b"") + suffix)
 
     @raising_rendezvous_errors
     def compare_set(self, key: str | bytes, expected_value: str | bytes, desired_value: str | bytes) -> bytes:
@@ -113,6 +90,7 @@ class EtcdStore(Store):
         """
         path = self._path(key)
         expected, desired = _to_bytes(expected_value), _to_bytes(desired_value)
+        losses = 0
         while True:
             current = self._kv.get(path)
             if current is None:
@@ -127,7 +105,8 @@ class EtcdStore(Store):
             swapped, _ = self._kv.compare_and_swap(path, _encode(desired), current.revision)
             if swapped:
                 return desired
-            _back_off()
+            losses += 1
+            _back_off(losses)
 
     @raising_rendezvous_errors
     def check(self, keys: list[str | bytes]) -> bool:
@@ -170,6 +149,25 @@ class EtcdStore(Store):
             except (binascii.Error, UnicodeDecodeError):
                 continue
         return names
+
+    def _read_modify_write(self, key: str | bytes, change: Callable[[bytes | None], bytes]) -> bytes:
+        """Atomically replace the bytes at ``key`` with ``change(current)`` (``None`` when
+        absent); return what was written. Reads first (no doomed create on a key that
+        exists); a lost compare-and-swap backs off, then reads again."""
+        path = self._path(key)
+        current = self._kv.get(path)
+        losses = 0
+        while True:
+            new = change(None if current is None else _decode(current.value, key))
+            if current is None:
+                written, _ = self._kv.create(path, _encode(new))
+            else:
+                written, _ = self._kv.compare_and_swap(path, _encode(new), current.revision)
+            if written:
+                return new
+            losses += 1
+            _back_off(losses)
+            current = self._kv.get(path)
 
     def _path(self, key: str | bytes) -> str:
         return join_key(self.prefix, _encode(key))
@@ -220,7 +218,8 @@ def _show(key: str | bytes) -> str:
     return repr(key if isinstance(key, str) else key.decode(errors="replace"))
 
 
-def _back_off() -> None:
-    """After a lost compare-and-swap, sleep a random 0-20 ms so racing writers spread out
-    (retrying at once makes every writer but one lose again; torch sleeps 0-100 ms)."""
-    time.sleep(random.uniform(0, 0.02))
+def _back_off(losses: int) -> None:
+    """After the ``losses``-th lost compare-and-swap in a row, sleep a random time below 20 ms,
+    40 ms, 80 ms... (at most 200 ms) so racing writers spread out: a failed write costs etcd
+    a Raft round like a successful one. (torch's EtcdStore sleeps 0-100 ms every time.)"""
+    time.sleep(random.uniform(0, min(0.2, 0.02 * 2 ** min(losses - 1, 8))))

@@ -165,3 +165,33 @@ def test_rdzv_server_serves_until_interrupted_and_leaves_nothing(tmp_path):
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     after = rdzv_command("status", "--endpoint", endpoint, "--timeout", "2")
     assert after.returncode == EXIT_UNREACHABLE
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_rdzv_dashboard_serves_the_live_page(etcd_server, completed_run, api, page):
+    from playwright.sync_api import expect
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rdzv", "dashboard", "--endpoint", etcd_server.get_endpoint(),
+         "--run-id", completed_run, "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=subprocess_env(), start_new_session=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/dashboard" in first, first
+        page.goto(f"http://127.0.0.1:{port}/dashboard", timeout=60_000)
+        expect(page.locator(".rdzv-banner")).to_have_attribute("data-state", "connected", timeout=30_000)
+        expect(page.get_by_text("participant", exact=True)).to_have_count(1, timeout=30_000)
+        expect(page.get_by_text(str(os.getpid()), exact=True).first).to_be_visible()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.mark.reliability
+def test_rdzv_dashboard_with_bad_arguments_is_one_sentence():
+    result = rdzv_command("dashboard", "--endpoint", "127.0.0.1:2379", "--api", "v9")
+    assert result.returncode == EXIT_USAGE
+    assert "v9" in assert_one_sentence(result.stderr)

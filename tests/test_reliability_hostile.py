@@ -58,6 +58,7 @@ def test_a_thousand_hostile_states_reach_the_monitor_as_errors_and_run_nothing(e
                 assert time.monotonic() < deadline, f"the monitor saw {len(monitor.runs())} of {len(payloads)} runs"
                 assert all(thread.is_alive() for thread in monitor.threads), "a watcher thread died"
                 time.sleep(0.2)
+            print(f"{api}: {len(payloads)} hostile states written and reported as undecodable")
             runs = monitor.runs()
             decoded = [run_id for run_id, run in runs.items() if run.snapshot is not None]
             assert decoded == [], f"decoded hostile states: {decoded[:5]}"

@@ -71,6 +71,7 @@ def test_etcd_killed_then_restarted_fails_fast_and_loses_nothing(server, unique,
     }
     took = {name: fails_with_connection_error(call) for name, call in calls.items()}
     assert max(took.values()) < NO_HANG, took
+    print(f"{api}, etcd killed: RendezvousConnectionError after at most {max(took.values()) * 1000:.0f} ms")
 
     server.restart()
     assert backend.get_state() == (b"round 7", token)
@@ -92,6 +93,8 @@ def test_a_frozen_etcd_times_out_per_read_timeout_then_recovers(server, unique, 
     finally:
         os.kill(server.pid, signal.SIGCONT)
     assert all(READ_TIMEOUT * 0.5 <= seconds < NO_HANG for seconds in took), took
+    print(f"{api}, etcd frozen: RendezvousConnectionError after {', '.join(f'{t:.2f}' for t in took)} s "
+          f"(read_timeout {READ_TIMEOUT} s)")
     assert backend.get_state()[0] == b"state"
     assert store.get("k") == b"v"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from .config import ConfigError, DashboardConfig, check_config
@@ -37,7 +38,23 @@ def serve_dashboard(args: argparse.Namespace) -> int:
         return build_dashboard(config)
 
     origins = [f"{args.address}:{args.port}", f"localhost:{args.port}"]
+    server = pn.serve({"dashboard": session_page}, port=args.port, address=args.address, show=False, start=False,
+                      verbose=False, websocket_origin=origins, title=TITLE, print_url=False)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"rdzv: cannot serve the dashboard on {args.address}:{args.port} ({exc.strerror or exc}); "
+              "pick another --port.", file=sys.stderr)
+        return EXIT_USAGE
     print(f"The dashboard is at http://{args.address}:{args.port}/dashboard (Ctrl-C stops it).", flush=True)
-    pn.serve({"dashboard": session_page}, port=args.port, address=args.address, show=args.show,
-             websocket_origin=origins, title=TITLE, print_url=False)
+    if args.show:
+        server.show("/dashboard")
+    # SIGTERM ends the loop like Ctrl-C, so the demo's etcd is stopped and its data removed.
+    signal.signal(signal.SIGTERM, lambda *_: server.io_loop.add_callback_from_signal(server.io_loop.stop))
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
     return 0

@@ -12,10 +12,10 @@ def describe_transport_failure(error: BaseException | None) -> str:
         return "no answer"
     cause: BaseException = getattr(error, "reason", None) or getattr(error, "cause", None) or error
     text = str(cause)
-    lower = text.lower()
+    lower = text.lower().replace("_", " ")
     if "refused" in lower:
         return "connection refused"
-    if "certificate_verify_failed" in lower or "certificate verify failed" in lower:
+    if "certificate verify failed" in lower:
         return "its TLS certificate is not signed by the CA in ca_cert, or does not name this host"
     if "bad certificate" in lower or "certificate required" in lower or "unknown ca" in lower:
         return "it refused the client certificate; give ssl_cert and ssl_cert_key signed by its CA"

@@ -1,6 +1,7 @@
 """HTTP transport to etcd's v3 JSON gateway (``/v3/...``), with member failover.
 
-One keep-alive connection pool per etcd member. A request goes to the member
+Per etcd member, keep-alive connections for request/response calls
+(:mod:`rdzv.kv.http_unary`) and a urllib3 pool for streams (watches). A request goes to the member
 that answered last; when that member refuses, does not answer or says it is
 unavailable, the request moves on to the next member (round robin). Each
 request, failover included, has ``read_timeout`` seconds in total, every member
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +30,7 @@ import urllib3.exceptions
 from .base import KVError, KVUnavailableError
 from .endpoints import format_endpoints
 from .failures import ADVICE, describe_transport_failure
+from .http_unary import UnaryConnections
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -121,6 +124,8 @@ class Gateway:
         self._pools = [
             _make_pool(host, port, protocol, ssl_cert, ssl_cert_key, ca_cert, pool_size) for host, port in self.endpoints
         ]
+        context = _ssl_context(ssl_cert, ssl_cert_key, ca_cert) if protocol == "https" else None
+        self._unary = [UnaryConnections(host, port, context, pool_size) for host, port in self.endpoints]
         self._current = 0
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -186,15 +191,17 @@ class Gateway:
         """Close every pooled connection."""
         for pool in self._pools:
             pool.close()
+        for connections in self._unary:
+            connections.close()
 
     def _request(self, method: str, path: str, body: bytes | None) -> dict[str, Any]:
         failures = _Failures()
         for index, timeout in self._attempts(failures):
             try:
-                response = self._pools[index].urlopen(
-                    method, path, body=body, headers=_JSON_HEADERS, timeout=timeout, retries=False, redirect=False
+                status, data = self._unary[index].request(
+                    method, path, body, connect_timeout=timeout.connect_timeout, read_timeout=timeout.read_timeout
                 )
-                answer = _raise_for_answer(response.status, response.data, self._member_name(index))
+                answer = _raise_for_answer(status, data, self._member_name(index))
             except _TRANSPORT_ERRORS as exc:
                 failures.note(index, describe_transport_failure(exc))
                 continue
@@ -335,6 +342,20 @@ def _make_pool(
             key_file=ssl_cert_key,
         )
     return urllib3.HTTPConnectionPool(host, port, maxsize=pool_size, block=False)
+
+
+def _ssl_context(ssl_cert: str | None, ssl_cert_key: str | None, ca_cert: str | None) -> ssl.SSLContext:
+    """The TLS settings of the unary requests (the same as the pools'): verify the server
+    against ``ca_cert`` (default: the system's CAs), present the client certificate if given."""
+    try:
+        context = ssl.create_default_context(cafile=ca_cert)
+        if ssl_cert:
+            context.load_cert_chain(ssl_cert, ssl_cert_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"The TLS files could not be loaded ({exc.strerror or exc}); check ca_cert, ssl_cert and ssl_cert_key."
+        ) from None
+    return context
 
 
 def _raise_for_answer(status: int, data: bytes, member: str) -> dict[str, Any]:

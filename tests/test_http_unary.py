@@ -40,7 +40,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - http.server's naming
         length = int(self.headers["Content-Length"])
         echoed = self.rfile.read(length)
-        type(self).connections.append(id(self.connection))
+        type(self).connections.append(self.client_address)
         self.send_response(201)
         if self.mode == "close-delimited":
             self.send_header("Connection", "close")
@@ -51,6 +51,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(echoed)))
         if self.mode == "close":
             self.send_header("Connection", "close")
+            self.close_connection = True
+        if self.mode == "closes-silently":  # says keep-alive, then closes: a stale idle connection
             self.close_connection = True
         self.end_headers()
         self.wfile.write(echoed)
@@ -70,7 +72,9 @@ def server():
     httpd.server_close()
 
 
-@pytest.mark.parametrize("mode, reused", [("keep-alive", True), ("close", False), ("close-delimited", False)])
+@pytest.mark.parametrize("mode, reused", [
+    ("keep-alive", True), ("close", False), ("close-delimited", False), ("closes-silently", False),
+])
 def test_answers_are_read_and_connections_reused_only_when_the_server_keeps_them(server, mode, reused):
     _Handler.mode = mode
     connections = UnaryConnections("127.0.0.1", server.server_address[1])

@@ -12,7 +12,6 @@ come; a malformed or missing answer as ``ConnectionError``), so callers treat th
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import threading
@@ -20,12 +19,15 @@ import threading
 _MAX_HEADER_LINE = 65536
 
 
+class _NoAnswer(ConnectionError):
+    """The connection ended before the first byte of the answer."""
+
+
 class UnaryConnections:
     """Idle keep-alive connections to ``host:port`` and the requests sent over them.
 
     Thread-safe: a request takes an idle connection (or opens one) and gives it back
-    when the answer has been read in full. Idle connections the server has closed are
-    dropped before reuse, so a request is never sent on a dead connection.
+    when the answer has been read in full.
     """
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None, max_idle: int = 16) -> None:
@@ -40,12 +42,26 @@ class UnaryConnections:
     def request(
         self, method: str, path: str, body: bytes | None, *, connect_timeout: float, read_timeout: float
     ) -> tuple[int, bytes]:
-        """Send one request; return ``(status, body)``. Raises ``OSError`` when the member does not answer."""
-        connection = self._take() or _Connection.open(self.host, self.port, self._ssl_context, connect_timeout)
+        """Send one request; return ``(status, body)``. Raises ``OSError`` when the member does not answer.
+
+        An idle connection the server closed fails before any answer arrives; the request
+        was then never read, and is sent again once on a new connection."""
+        request = self._encode(method, path, body)
+        connection = self._take()
         try:
-            status, data, keep = connection.exchange(self._encode(method, path, body), read_timeout)
+            if connection is None:
+                connection = _Connection.open(self.host, self.port, self._ssl_context, connect_timeout)
+                status, data, keep = connection.exchange(request, read_timeout)
+            else:
+                try:
+                    status, data, keep = connection.exchange(request, read_timeout)
+                except _NoAnswer:
+                    connection.close()
+                    connection = _Connection.open(self.host, self.port, self._ssl_context, connect_timeout)
+                    status, data, keep = connection.exchange(request, read_timeout)
         except BaseException:
-            connection.close()
+            if connection is not None:
+                connection.close()
             raise
         if keep:
             self._give_back(connection)
@@ -69,14 +85,8 @@ class UnaryConnections:
         ))
 
     def _take(self) -> _Connection | None:
-        while True:
-            with self._lock:
-                if not self._idle:
-                    return None
-                connection = self._idle.pop()
-            if connection.usable():
-                return connection
-            connection.close()
+        with self._lock:
+            return self._idle.pop() if self._idle else None
 
     def _give_back(self, connection: _Connection) -> None:
         with self._lock:
@@ -103,23 +113,16 @@ class _Connection:
             raise
         return cls(sock)
 
-    def usable(self) -> bool:
-        """False when the server closed this idle connection (it reads as ready, at EOF)."""
-        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
-            return False
-        try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
-
     def exchange(self, request: bytes, timeout: float) -> tuple[int, bytes, bool]:
         """Send ``request``; return the answer's status, body and whether the connection may be reused."""
         self.sock.settimeout(timeout)
-        self.sock.sendall(request)
-        status_line = self._line()
+        try:
+            self.sock.sendall(request)
+            status_line = self._line()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise _NoAnswer(f"Remote end closed connection without response ({exc})") from exc
         if not status_line:
-            raise ConnectionError("Remote end closed connection without response")
+            raise _NoAnswer("Remote end closed connection without response")
         parts = status_line.split(None, 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
             raise ConnectionError(f"not an HTTP answer: {status_line[:80]!r}")

@@ -6,6 +6,8 @@ import os
 import ssl
 from dataclasses import dataclass
 
+from .kv.tls import client_ssl_context
+
 
 @dataclass(frozen=True)
 class EtcdTLS:
@@ -61,10 +63,8 @@ class EtcdTLS:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client-side context trusting ``ca_file`` and presenting the client certificate."""
-        context = ssl.create_default_context(cafile=os.fspath(self.ca_file))
-        if self.client_cert_file is not None:
-            context.load_cert_chain(os.fspath(self.client_cert_file), os.fspath(self.client_key_file))
-        return context
+        options = self.client_options()
+        return client_ssl_context(options["ca_cert"], options["ssl_cert"], options["ssl_cert_key"])
 
 
 PLAIN_HTTP: dict[str, str | None] = {"protocol": "http", "ca_cert": None, "ssl_cert": None, "ssl_cert_key": None}

@@ -15,7 +15,7 @@ from .cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDECODABLE, EXIT_UNREACHABLE, EX
 from .kv import API_VERSIONS, KVError, KVUnavailableError, connect
 from .monitor.keys import KeyLayout
 from .state import RendezvousSnapshot, UndecodableStateError, decode_state_b64
-from .text import NO_VALUE, countdown, printable, since, utc_now
+from .text import NO_VALUE, countdown, printable, run_state, since, utc_now
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,11 @@ class RunStatus:
     snapshot: RendezvousSnapshot | None
     error: str | None
 
+    deleted = False  # a listing holds only keys that exist
+
     @property
     def state(self) -> str:
-        if self.snapshot is None:
-            return "undecodable"
-        if self.snapshot.closed:
-            return "closed"
-        return "complete" if self.snapshot.complete else "forming"
+        return run_state(self)
 
 
 def read_runs(args: argparse.Namespace) -> list[RunStatus]:

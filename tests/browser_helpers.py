@@ -14,19 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, subprocess_env
+from conftest import ROOT, free_port, subprocess_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 WAIT_MS = 20_000
 """How long a browser expectation waits (ms): generous, for a loaded CI machine."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServedDashboard:

@@ -4,6 +4,7 @@ KV clients on either API. Tests isolate themselves with unique key prefixes."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,13 @@ def kv(etcd_server, api):
 def unique() -> str:
     """A fresh name for keys, prefixes and run ids."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def subprocess_env() -> dict[str, str]:

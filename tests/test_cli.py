@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from datetime import datetime, timezone
 
 import pytest
-from conftest import subprocess_env
+from conftest import free_port, subprocess_env
 from rendezvous_helpers import params, rdzv_handler
 
 from rdzv.cli import EXIT_NOT_FOUND, EXIT_UNDECODABLE, EXIT_UNREACHABLE, EXIT_USAGE, main
@@ -33,12 +32,6 @@ def assert_one_sentence(stderr: str) -> str:
     assert "Traceback" not in stderr
     assert lines[0].startswith("rdzv: ") and lines[0].endswith((".", ")")), lines[0]
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

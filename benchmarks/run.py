@@ -24,7 +24,8 @@ from typing import Any
 from . import report
 from .common import Bench, reason_of, unavailable
 
-SECTIONS = ("server_start", "store_get", "store_add", "store_wait", "rendezvous", "monitor", "dashboard_e2e")
+SECTIONS = ("server_start", "store_get", "store_add", "store_wait", "rendezvous", "rendezvous_processes", "monitor",
+            "dashboard_e2e")
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 

@@ -16,7 +16,8 @@ import pytest
 
 from conftest import ROOT, subprocess_env
 
-SECTIONS = ("server_start", "store_get", "store_add", "store_wait", "rendezvous", "monitor", "dashboard_e2e")
+SECTIONS = ("server_start", "store_get", "store_add", "store_wait", "rendezvous", "rendezvous_processes", "monitor",
+            "dashboard_e2e")
 
 
 def etcd_commands_under(directory) -> list[str]:

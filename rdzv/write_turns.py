@@ -33,9 +33,14 @@ KEYS_KEPT = 256
 
 @dataclass(slots=True)
 class _Key:
+    turn_ended: threading.Condition
     holder: int | None = None
     lapses_at: float = 0.0
     newest: KeyValue | None = None
+
+    def remember(self, value: KeyValue) -> None:
+        if self.newest is None or value.revision > self.newest.revision:
+            self.newest = value
 
 
 class WriteTurns:
@@ -47,40 +52,38 @@ class WriteTurns:
     def __init__(self, lapses_after_s: float = TURN_LAPSES_AFTER_S, longest_wait_s: float = LONGEST_WAIT_S) -> None:
         self._lapses_after_s = lapses_after_s
         self._longest_wait_s = longest_wait_s
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._keys: dict[Hashable, _Key] = {}
 
     def seen(self, key: Hashable, value: KeyValue | None) -> None:
         """Record a value read from or written to etcd, if it is newer than the last one."""
         if value is None:
             return
-        with self._changed:
-            entry = self._entry(key)
-            if entry.newest is None or value.revision > entry.newest.revision:
-                entry.newest = value
+        with self._lock:
+            self._entry(key).remember(value)
 
     def end_turn(self, key: Hashable) -> None:
         """The calling thread is done with its turn on ``key`` (if it had one)."""
-        with self._changed:
+        with self._lock:
             entry = self._keys.get(key)
             if entry is not None and entry.holder == threading.get_ident():
                 entry.holder = None
-                self._changed.notify()
+                entry.turn_ended.notify()
 
     def take_turn(self, key: Hashable, lost_to: KeyValue | None) -> KeyValue | None:
         """Wait for the calling thread's turn to retry on ``key``; return the value to retry on.
 
-        ``lost_to`` is the value the failed compare-and-swap returned. The answer is
-        the newest of that and of everything recorded since, so the retry starts
-        from the latest state this process knows. After ``longest_wait_s`` without a
-        turn, it returns anyway.
+        ``lost_to`` is the value the failed compare-and-swap returned (``None``: the key
+        is gone, and so is the answer). Otherwise the answer is the newest of that and
+        of everything recorded since, so the retry starts from the latest state this
+        process knows. After ``longest_wait_s`` without a turn, it returns anyway.
         """
         me = threading.get_ident()
         gives_up_at = time.monotonic() + self._longest_wait_s
-        with self._changed:
+        with self._lock:
             entry = self._entry(key)
-            if lost_to is not None and (entry.newest is None or lost_to.revision > entry.newest.revision):
-                entry.newest = lost_to
+            if lost_to is not None:
+                entry.remember(lost_to)
             while True:
                 now = time.monotonic()
                 if entry.holder in (None, me) or entry.lapses_at <= now:
@@ -89,22 +92,21 @@ class WriteTurns:
                     break
                 if now >= gives_up_at:
                     break
-                self._changed.wait(min(entry.lapses_at, gives_up_at) - now)
-            return entry.newest if lost_to is not None else lost_to
+                entry.turn_ended.wait(min(entry.lapses_at, gives_up_at) - now)
+            return None if lost_to is None else entry.newest
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: start afresh (the parent's threads and its lock state do not exist here)."""
+        self._lock = threading.Lock()
+        self._keys = {}
 
     def _entry(self, key: Hashable) -> _Key:
         entry = self._keys.get(key)
         if entry is None:
             if len(self._keys) >= KEYS_KEPT:
                 self._keys = {k: e for k, e in self._keys.items() if e.holder is not None}
-            entry = self._keys[key] = _Key()
+            entry = self._keys[key] = _Key(threading.Condition(self._lock))
         return entry
-
-
-    def reset_after_fork(self) -> None:
-        """In a forked child: start afresh (the parent's threads and its lock state do not exist here)."""
-        self._changed = threading.Condition()
-        self._keys = {}
 
 
 #: The one instance shared by every backend in the process.

@@ -100,6 +100,21 @@ def test_keys_are_independent():
     assert InThread(lambda: turns.take_turn("b", value(1))).result() == value(1)
 
 
+def test_ending_a_turn_wakes_a_waiter_of_that_key_not_of_another():
+    turns = WriteTurns(lapses_after_s=NEVER_S, longest_wait_s=NEVER_S)
+    turns.take_turn("a", value(1))
+    turns.take_turn("b", value(1))
+    waits_for_b = InThread(lambda: turns.take_turn("b", value(1)))  # waiting first
+    assert not waits_for_b.finished_within(0.3)
+    waits_for_a = InThread(lambda: turns.take_turn("a", value(1)))
+    assert not waits_for_a.finished_within(0.3)
+    turns.end_turn("a")
+    assert waits_for_a.result(timeout=10) == value(1)
+    assert not waits_for_b.finished_within(0.3)
+    turns.end_turn("b")
+    assert waits_for_b.result(timeout=10) == value(1)
+
+
 def test_many_runs_do_not_grow_the_table_without_bound():
     turns = WriteTurns()
     for index in range(2000):
@@ -111,7 +126,7 @@ def test_a_forked_child_starts_with_free_turns_even_if_another_thread_held_the_l
     holding, release = threading.Event(), threading.Event()
 
     def hold_the_lock() -> None:
-        with WRITE_TURNS._changed:
+        with WRITE_TURNS._lock:
             holding.set()
             release.wait(30)
 

@@ -292,21 +292,25 @@ def _seconds(runs: dict, name: str, nodes: int) -> list[float]:
     return [r["seconds"] for r in runs.get(name, {}).get(nodes, [])]
 
 
+def pair_row(metric: str, mine: list[float], other: list[float], missing: dict[str, str], names: tuple[str, str],
+             target: str | None = None, speedup: float | None = None) -> dict:
+    """One table row comparing two backends' times (``mine`` against ``other``), or why it could not be made."""
+    if not mine or not other:
+        reason = "; ".join(f"{n}: {missing[n]}" for n in names if n in missing) or "not measured"
+        return {**row(metric, "s", median(mine) if mine else None, median(other) if other else None, target=target),
+                "status": "unavailable", "reason": reason}
+    ratio = paired_ratio(other, mine)
+    return row(metric, "s", median(mine), median(other), ratio=ratio, target=target,
+               met=(ratio is not None and ratio >= speedup) if target else None)
+
+
 def _rows(runs: dict, sizes: list[int], missing: dict[str, str]) -> list[dict]:
     rows = []
     for nodes in sizes:
         for ours, theirs, speedup, target_text in PAIRS:
-            metric = f"rendezvous N={nodes}: {ours} vs {theirs}"
             target = target_text if nodes == TARGET_NODES else None
-            mine, other = _seconds(runs, ours, nodes), _seconds(runs, theirs, nodes)
-            if len(mine) == 0 or len(other) == 0:
-                reason = "; ".join(f"{n}: {missing[n]}" for n in (ours, theirs) if n in missing) or "not measured"
-                rows.append({**row(metric, "s", median(mine) if mine else None, median(other) if other else None,
-                                   target=target), "status": "unavailable", "reason": reason})
-                continue
-            ratio = paired_ratio(other, mine)
-            rows.append(row(metric, "s", median(mine), median(other), ratio=ratio, target=target,
-                            met=(ratio is not None and ratio >= speedup) if target else None))
+            rows.append(pair_row(f"rendezvous N={nodes}: {ours} vs {theirs}", _seconds(runs, ours, nodes),
+                                 _seconds(runs, theirs, nodes), missing, (ours, theirs), target, speedup))
     return rows
 
 

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import Any
 
-from .common import Bench, free_port, median, paired_ratio, reason_of, row, section, unique
+from .common import Bench, free_port, reason_of, section, unique
+from .rendezvous import pair_row
 
 TITLE = "dynamic rendezvous across processes"
 BACKENDS = ("rdzv-etcd-v2", "rdzv-etcd-v3", "torch-etcd-v2", "torch-c10d")
@@ -117,15 +118,8 @@ def run(bench: Bench) -> dict:
             bench.log(f"  {name:<14} {processes}×{threads}: {result['seconds']:.2f} s "
                       f"({result['set_state_calls']} sets, {result['lost_cas']} lost)")
     label = f"{processes}×{threads}"
-    rows = []
-    for ours, theirs in PAIRS:
-        metric = f"rendezvous {label} processes×nodes: {ours} vs {theirs}"
-        mine, other = [r["seconds"] for r in runs[ours]], [r["seconds"] for r in runs[theirs]]
-        if not mine or not other:
-            reason = "; ".join(f"{n}: {failures[n]}" for n in (ours, theirs) if n in failures) or "not measured"
-            rows.append({**row(metric, "s", median(mine) if mine else None, median(other) if other else None),
-                         "status": "unavailable", "reason": reason})
-            continue
-        rows.append(row(metric, "s", median(mine), median(other), ratio=paired_ratio(other, mine)))
+    rows = [pair_row(f"rendezvous {label} processes×nodes: {ours} vs {theirs}", [r["seconds"] for r in runs[ours]],
+                     [r["seconds"] for r in runs[theirs]], failures, (ours, theirs))
+            for ours, theirs in PAIRS]
     return section(TITLE, rows, {"processes": processes, "threads": threads, "repetitions": repetitions,
                                  "runs": runs, "unavailable": failures})

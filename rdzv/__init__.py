@@ -24,6 +24,15 @@ _EXPORTS = {
     "EtcdRendezvousBackend": "rdzv.backend",
     "create_backend": "rdzv.backend",
     "connect": "rdzv.kv",
+    "Target": "rdzv.kv",
+    "RendezvousSettings": "rdzv.rendezvous_settings",
+    "diagnose": "rdzv.diagnosis",
+    "Finding": "rdzv.diagnosis",
+    "headline": "rdzv.diagnosis",
+    "close_run": "rdzv.run_closing",
+    "node_rows": "rdzv.nodes",
+    "replay": "rdzv.monitor",
+    "start_recording": "rdzv.recorder",
     "decode_state": "rdzv.state",
     "decode_state_b64": "rdzv.state",
     "UndecodableStateError": "rdzv.state",
@@ -38,7 +47,8 @@ _EXPORTS = {
     "DemoCluster": "rdzv.demo",
 }
 
-_SUBMODULES = {"notebook", "demo", "kv", "monitor", "state", "diff", "store", "backend", "server", "ui"}
+_SUBMODULES = {"notebook", "demo", "kv", "monitor", "state", "diff", "store", "backend", "server", "ui", "diagnosis",
+               "options", "recording", "metrics", "report", "nodes"}
 
 __all__ = ["__version__", "notebook", *_EXPORTS]
 

@@ -1,4 +1,4 @@
-"""The ``rdzv`` command: ``rdzv status``, ``rdzv server``, ``rdzv dashboard``.
+"""The ``rdzv`` command: ``rdzv status``, ``rdzv history``, ``rdzv server``, ``rdzv dashboard``.
 
 Every failure a person can cause or meet (unreachable etcd, unknown run,
 undecodable state, bad arguments) ends in one sentence on stderr and a
@@ -8,26 +8,18 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_NOT_FOUND = 4
-EXIT_UNDECODABLE = 5
-
-
-class CommandError(Exception):
-    """A failure to report as one sentence, with the exit code to use."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
+from .command_line import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CommandError
+from .exporter_command import add_exporter_arguments
+from .history_command import add_history_arguments
+from .record_command import add_record_arguments
+from .options import add_dashboard_arguments, add_target_arguments
+from .report_command import add_report_arguments
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,57 +27,39 @@ class _Parser(argparse.ArgumentParser):
         raise CommandError(f"{message}; see `{self.prog} --help`.", EXIT_USAGE)
 
 
-def endpoint_argument(text: str) -> str:
-    """``--endpoint`` as given, once it parses as ``HOST:PORT[,HOST:PORT...]``."""
-    from .kv import parse_endpoints
-
-    if not text.strip():
-        raise argparse.ArgumentTypeError("the endpoint is empty; give HOST:PORT[,HOST:PORT...]")
-    try:
-        parse_endpoints(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).rstrip(".")) from None
-    return text
-
-
-def add_connection_arguments(parser: argparse.ArgumentParser, *, endpoint_required: bool) -> None:
-    """The endpoint, prefix and TLS options shared by every command that talks to etcd."""
-    parser.add_argument("--endpoint", type=endpoint_argument, required=endpoint_required, help="etcd endpoint(s): HOST:PORT[,HOST:PORT...]")
-    parser.add_argument("--prefix", default="/torch/elastic", help="key prefix of the runs and store (default: /torch/elastic)")
-    parser.add_argument("--api", choices=("v2", "v3"), default=None, help="etcd API to read (default: every API the server offers)")
-    parser.add_argument("--protocol", choices=("http", "https"), default="http")
-    parser.add_argument("--ca-cert", default=None, help="CA certificate file for https")
-    parser.add_argument("--ssl-cert", default=None, help="client certificate file")
-    parser.add_argument("--ssl-cert-key", default=None, help="client certificate key file")
-
-
-def connection_options(args: argparse.Namespace) -> dict:
-    return dict(
-        api=args.api, protocol=args.protocol, ca_cert=args.ca_cert, ssl_cert=args.ssl_cert, ssl_cert_key=args.ssl_cert_key
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rdzv", description="PyTorch elastic rendezvous on etcd, made visible.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     status = commands.add_parser("status", help="print the runs, or one run's round and participants")
-    add_connection_arguments(status, endpoint_required=True)
-    status.add_argument("--run-id", default=None, help="show this run in detail")
+    add_target_arguments(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for etcd (default 10)")
+
+    history = commands.add_parser("history", help="every revision of one run etcd still keeps, or its state at one")
+    add_target_arguments(history)
+    add_history_arguments(history)
+
+    report = commands.add_parser("report", help="one run's story as one self-contained HTML file")
+    add_target_arguments(report)
+    add_report_arguments(report)
+
+    exporter = commands.add_parser("exporter", help="serve Prometheus metrics of every run at /metrics")
+    add_target_arguments(exporter)
+    add_exporter_arguments(exporter)
+
+    record = commands.add_parser("record", help="append every revision of the runs to a recording file")
+    add_target_arguments(record)
+    add_record_arguments(record)
 
     server = commands.add_parser("server", help="run a throwaway etcd until Ctrl-C")
     server.add_argument("--no-v2", action="store_true", help="start etcd without its v2 API, as etcd 3.6 is")
     server.add_argument("--data-dir", default=None, help="keep etcd's data here instead of a temp dir")
 
-    dashboard = commands.add_parser("dashboard", help="serve the live dashboard")
-    add_connection_arguments(dashboard, endpoint_required=False)
-    dashboard.add_argument("--run-id", default=None)
+    dashboard = commands.add_parser("dashboard", help="serve the live dashboard (no endpoint: the demo)")
+    add_dashboard_arguments(dashboard)
     dashboard.add_argument("--port", type=int, default=5006)
     dashboard.add_argument("--address", default="127.0.0.1")
     dashboard.add_argument("--show", action="store_true", help="open a browser")
-    dashboard.add_argument("--allow-writes", action="store_true", help="enable write actions (behind a confirmation)")
     return parser
 
 
@@ -98,6 +72,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .status_command import run_status
 
             return run_status(args)
+        if args.command == "history":
+            from .history_command import run_history
+
+            return run_history(args)
+        if args.command == "report":
+            from .report_command import run_report
+
+            return run_report(args)
+        if args.command == "exporter":
+            from .exporter_command import run_exporter
+
+            return run_exporter(args)
+        if args.command == "record":
+            from .record_command import run_record
+
+            return run_record(args)
         if args.command == "server":
             return _run_server(args)
         return _run_dashboard(args)
@@ -139,9 +129,3 @@ def _run_dashboard(args: argparse.Namespace) -> int:
     from .ui.serve import serve_dashboard
 
     return serve_dashboard(args)
-
-
-def print_json(data: object) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
-

@@ -17,7 +17,7 @@ from enum import Enum
 
 from .state import Node, RendezvousSnapshot, node_order
 
-__all__ = ["Change", "ChangeKind", "diff_states", "is_heartbeat_only"]
+__all__ = ["Change", "ChangeKind", "diff_states", "heartbeat_changes", "is_heartbeat_only"]
 
 
 class ChangeKind(str, Enum):
@@ -48,7 +48,7 @@ _SENTENCES = {
     ChangeKind.CREATED: "The rendezvous state appeared {detail}.",
     ChangeKind.ROUND_ADVANCED: "The rendezvous moved {detail}.",
     ChangeKind.REOPENED: "The rendezvous reopened {detail} for nodes to join.",
-    ChangeKind.JOINED: "Node {node} joined the participants {detail}.",
+    ChangeKind.JOINED: "Node {node} joined the participants{clause}.",
     ChangeKind.RANK_CHANGED: "Node {node} changed rank {detail}.",
     ChangeKind.WAITING: "Node {node} is waiting for the next round{clause}.",
     ChangeKind.REDUNDANT: "Node {node} is redundant until the next round{clause}.",
@@ -75,7 +75,7 @@ class Change:
 
     def describe(self) -> str:
         """The change as one sentence, e.g. ``"Node host-a_123_0 joined the participants as rank 0."``"""
-        clause = f", {self.detail}" if self.detail else ""
+        clause = (f" {self.detail}" if self.detail.startswith("as ") else f", {self.detail}") if self.detail else ""
         return _SENTENCES[self.kind].format(node=self.node, detail=self.detail, clause=clause)
 
 
@@ -137,16 +137,18 @@ def _membership_changes(old: RendezvousSnapshot, new: RendezvousSnapshot) -> lis
         entered, exited = now - was, was - now
         came_from = f"from {_LIST_NAMES[min(exited)]}" if exited else ""
         if "participant" in entered:
-            rank = f"as rank {new.participants[node]}"
-            changes.append(Change(ChangeKind.JOINED, node, f"{rank}, {came_from}" if came_from else rank))
+            # Until the round completes every participant holds torch's placeholder rank 0.
+            rank = f"as rank {new.participants[node]}" if new.complete else ""
+            detail = ", ".join(part for part in (rank, came_from) if part)
+            changes.append(Change(ChangeKind.JOINED, node, detail))
         if "waiting" in entered:
             changes.append(Change(ChangeKind.WAITING, node, came_from))
         if "redundant" in entered:
             changes.append(Change(ChangeKind.REDUNDANT, node, came_from))
         if "participant" in was and "participant" in now and old.participants[node] != new.participants[node]:
-            changes.append(Change(
-                ChangeKind.RANK_CHANGED, node, f"from {old.participants[node]} to {new.participants[node]}"
-            ))
+            detail = (f"from {old.participants[node]} to {new.participants[node]}" if old.complete
+                      else f"to {new.participants[node]}, assigned as the round completed")
+            changes.append(Change(ChangeKind.RANK_CHANGED, node, detail))
         if not entered:
             still = f"(still on {_LIST_NAMES[min(now)]})"
             for left in sorted(exited):
@@ -185,6 +187,15 @@ def _heartbeat_changes(old: RendezvousSnapshot, new: RendezvousSnapshot, moved: 
     stopped = [node for node in before.keys() - after.keys() if node not in moved]
     changes = [Change(ChangeKind.HEARTBEAT, node, f"sent a heartbeat at {_time(after[node])}") for node in beating]
     changes.extend(Change(ChangeKind.HEARTBEAT, node, "has no heartbeat any more") for node in stopped)
+    changes.sort(key=lambda change: node_order(change.node))
+    return changes
+
+
+def heartbeat_changes(new: RendezvousSnapshot, nodes: Iterable[Node]) -> list[Change]:
+    """The changes of a revision that only refreshed the heartbeats of ``nodes`` (what
+    :func:`diff_states` gives for it, without comparing the rest of the state)."""
+    changes = [Change(ChangeKind.HEARTBEAT, node, f"sent a heartbeat at {_time(new.last_heartbeats[node])}")
+               for node in nodes]
     changes.sort(key=lambda change: node_order(change.node))
     return changes
 

@@ -18,6 +18,7 @@ import atexit
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,12 @@ if TYPE_CHECKING:
 
     from .demo import DemoCluster, TorchrunCluster
     from .kv import KV
+    from .rendezvous_settings import RendezvousSettings
     from .server import EtcdServer
     from .state import RendezvousSnapshot
+
+#: ``state_table()``'s names for the node-row fields it renames (the rest keep theirs).
+TABLE_NAMES = {"addr": "node", "heartbeat_age": "heartbeat_age_s"}
 
 _current: Lab | None = None
 _current_lock = threading.Lock()
@@ -71,6 +76,7 @@ class Lab:
     """
 
     def __init__(self, run_id: str = "demo", backend: str = "rdzv-etcd-v2") -> None:
+        from .kv import Target
         from .server import EtcdServer
 
         self.run_id = run_id
@@ -79,9 +85,12 @@ class Lab:
         self._jobs: list[TorchrunCluster] = []
         self._clients: dict[str, KV] = {}
         self._closed = False
+        self._dashboards: weakref.WeakSet[Any] = weakref.WeakSet()  # stopped by close()
         self.server: EtcdServer = EtcdServer(enable_v2=True)
         self.server.start()
         self.endpoint: str = self.server.get_endpoint()
+        #: Where the lab's etcd is, for anything that takes a target (``rdzv.dashboard``, monitors).
+        self.target = Target.of(self.endpoint)
         atexit.register(self.close)
 
     # -- what runs on the server ------------------------------------------------
@@ -112,27 +121,33 @@ class Lab:
 
     def dashboard(self, run_id: str | None = None, **kwargs: Any) -> Any:
         """The live dashboard (a Panel object) of run ``run_id`` (default :attr:`run_id`);
-        ``kwargs`` go to :func:`rdzv.ui.dashboard`. Nodes count as stale after the
-        heartbeat expiry of the lab's cluster or job running that run."""
+        ``kwargs`` go to :func:`rdzv.ui.dashboard`. It knows the rendezvous settings of the
+        lab's cluster or job running that run (so stale nodes are those torch would drop)."""
         from .ui import dashboard
 
         run_id = run_id or self.run_id
-        runs = [job for job in self._jobs if job.run_id == run_id]
+        kwargs.setdefault("settings", self.settings(run_id))
+        board = dashboard(endpoint=self.target, run_id=run_id, **kwargs)
+        self._dashboards.add(board)
+        return board
+
+    def settings(self, run_id: str | None = None) -> RendezvousSettings | None:
+        """The rendezvous settings of the lab's cluster or torchrun job running ``run_id``
+        (default :attr:`run_id`), or ``None`` when the lab did not start that run."""
+        run_id = run_id or self.run_id
         if self.cluster is not None and self.cluster.run_id == run_id:
-            kwargs.setdefault("heartbeat_expiry", self.cluster.config.heartbeat_expiry)
-        elif runs:
-            kwargs.setdefault("heartbeat_expiry", runs[-1].heartbeat_expiry)
-        return dashboard(endpoint=self.endpoint, run_id=run_id, **kwargs)
+            return self.cluster.config.settings
+        jobs = [job for job in self._jobs if job.run_id == run_id]
+        return jobs[-1].settings if jobs else None
 
     def state(self, run_id: str | None = None, api: str | None = None) -> RendezvousSnapshot | None:
         """The decoded rendezvous state of ``run_id`` as etcd holds it now, or ``None`` if
         the run has no state (yet). Raises :class:`rdzv.state.UndecodableStateError`
         for a value that is not a rendezvous state."""
-        from .monitor.keys import KeyLayout
         from .state import decode_state_b64
 
         run_id = run_id or self.run_id
-        current = self.kv(api or self.api).get(KeyLayout("/torch/elastic").runs_dir + run_id)
+        current = self.kv(api or self.api).get(self.target.layout.state_key(run_id))
         return None if current is None else decode_state_b64(current.value, run_id=run_id)
 
     def wait_for_state(
@@ -158,31 +173,24 @@ class Lab:
                 )
             time.sleep(0.1)
 
-    def state_table(self, snapshot: RendezvousSnapshot | None = None) -> pandas.DataFrame:
-        """The state (``snapshot``, or the current state of :attr:`run_id`) as a table: one row
-        per node, participants by rank first, with its heartbeat's age in seconds."""
+    def state_table(self, snapshot: RendezvousSnapshot | None = None, run_id: str | None = None) -> pandas.DataFrame:
+        """The state (``snapshot``, or the current state of ``run_id``, default :attr:`run_id`) as
+        a table: the rows of :func:`rdzv.nodes.node_rows` (the dashboard's and ``rdzv status``'s),
+        with heartbeat ages in seconds; the run's settings decide the stale column."""
         import pandas
 
+        from .nodes import COLUMNS, node_rows
         from .state import RendezvousSnapshot
+        from .text import utc_now
 
-        snapshot = snapshot if snapshot is not None else self.state() or RendezvousSnapshot()
-        order = {"participant": 0, "waiting": 1, "redundant": 2, None: 3}
-        rows = []
-        for node in snapshot.nodes:
-            membership = snapshot.membership(node)
-            age = snapshot.heartbeat_age(node)
-            rows.append({
-                "node": node.addr,
-                "pid": node.pid,
-                "local_id": node.local_id,
-                "membership": membership or "heartbeat only",
-                "rank": snapshot.participants[node] if membership == "participant" and snapshot.complete else None,
-                "heartbeat_age_s": None if age is None else round(age.total_seconds(), 1),
-                "_order": (order[membership], snapshot.participants.get(node, 0), node),
-            })
-        rows.sort(key=lambda row: row["_order"])
-        columns = ["node", "pid", "local_id", "membership", "rank", "heartbeat_age_s"]
-        table = pandas.DataFrame([{key: row[key] for key in columns} for row in rows], columns=columns)
+        snapshot = snapshot if snapshot is not None else self.state(run_id) or RendezvousSnapshot()
+        fields = [field for field, _ in COLUMNS]
+        records = []
+        for row in node_rows(snapshot, self.settings(run_id), utc_now()):
+            record = {field: getattr(row, field) for field in fields}
+            record["heartbeat_age"] = None if row.heartbeat_age is None else round(row.heartbeat_age.total_seconds(), 1)
+            records.append(record)
+        table = pandas.DataFrame(records, columns=fields).rename(columns=TABLE_NAMES)
         table["rank"] = table["rank"].astype("Int64")
         table.attrs["summary"] = (
             f"round {snapshot.round}, {'complete' if snapshot.complete else 'not complete'}"
@@ -227,22 +235,25 @@ class Lab:
                 job.close()
             for client in self._clients.values():
                 client.close()
+            self._stop_dashboards()
             self._stop_monitors()
         finally:
             self.server.stop()
 
+    def _stop_dashboards(self) -> None:
+        """Stop the periodic refresh of the dashboards the lab made: they keep showing the last
+        state, and nothing is sent to the page for them any more."""
+        for board in list(self._dashboards):
+            try:
+                board.stop()
+            except Exception:  # at interpreter exit the kernel's event loop may be gone already
+                pass
+
     def _stop_monitors(self) -> None:
         """Stop the shared monitors the lab's dashboards started on this etcd (their
         watchers would otherwise keep retrying a server that is gone)."""
-        registry = sys.modules.get("rdzv.monitor.registry")
-        if registry is None:  # no dashboard was ever built
-            return
-        from .kv import format_endpoints, parse_endpoints
-
-        ours = format_endpoints(parse_endpoints(self.endpoint))
-        for monitor in registry.shared_monitors():
-            if format_endpoints(parse_endpoints(monitor.endpoint)) == ours:
-                monitor.stop()
+        if "rdzv.monitor" in sys.modules:  # else no dashboard was ever built
+            sys.modules["rdzv.monitor"].stop_monitors(self.target)
 
     def __enter__(self) -> Lab:
         return self

@@ -17,10 +17,12 @@ def _handler_creator(api: str) -> HandlerCreator:
     def create_rdzv_handler(params: RendezvousParameters) -> RendezvousHandler:
         from torch.distributed.elastic.rendezvous.dynamic_rendezvous import create_handler
 
-        from .backend import create_backend
+        from .backend import create_backend, publish_handler_settings
 
         backend, store = create_backend(params, api=api)
-        return create_handler(store, backend, params)
+        handler = create_handler(store, backend, params)
+        publish_handler_settings(handler, backend)
+        return handler
 
     create_rdzv_handler.__name__ = f"create_rdzv_etcd_{api}_handler"
     return create_rdzv_handler

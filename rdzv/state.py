@@ -32,6 +32,8 @@ from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Literal
 
+from .rendezvous_settings import RendezvousSettings
+
 __all__ = [
     "MAX_NESTING",
     "MAX_OPERATIONS",
@@ -42,6 +44,7 @@ __all__ = [
     "UndecodableStateError",
     "decode_state",
     "decode_state_b64",
+    "state_bytes",
     "node_order",
 ]
 
@@ -119,10 +122,6 @@ def _now(now: datetime | None) -> datetime:
     return datetime.now(timezone.utc) if now is None else _as_utc(now)
 
 
-def _seconds(value: float | timedelta) -> timedelta:
-    return value if isinstance(value, timedelta) else timedelta(seconds=value)
-
-
 @dataclass(frozen=True, repr=False)
 class RendezvousSnapshot:
     """One immutable reading of a run's rendezvous state.
@@ -194,16 +193,12 @@ class RendezvousSnapshot:
         last = self.last_heartbeats.get(node)
         return None if last is None else _now(now) - last
 
-    def stale(
-        self,
-        now: datetime | None = None,
-        keep_alive_interval: float | timedelta = 5,
-        max_attempts: int = 3,
-    ) -> frozenset[Node]:
-        """The nodes torch would drop as dead at ``now``: last heartbeat older than
-        ``keep_alive_interval * max_attempts`` (torch's defaults: 5 s and 3 attempts)."""
-        expiry = _now(now) - _seconds(keep_alive_interval) * max_attempts
-        return frozenset(node for node, last in self.last_heartbeats.items() if last < expiry)
+    def stale(self, now: datetime | None = None, settings: RendezvousSettings | None = None) -> frozenset[Node]:
+        """The nodes torch would drop as dead at ``now`` under ``settings`` (default: torch's
+        keep-alive defaults); the rule is :meth:`RendezvousSettings.is_stale`."""
+        settings = settings or RendezvousSettings()
+        moment = _now(now)
+        return frozenset(node for node, last in self.last_heartbeats.items() if settings.is_stale(last, moment))
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (datetimes in ISO 8601, lists sorted);
@@ -252,15 +247,23 @@ def decode_state_b64(text: str | bytes, *, run_id: str | None = None) -> Rendezv
     Raises:
         UndecodableStateError: ``text`` is not base64, or :func:`decode_state` refuses the bytes.
     """
+    return decode_state(state_bytes(text, run_id=run_id), run_id=run_id)
+
+
+def state_bytes(text: str | bytes, *, run_id: str | None = None) -> bytes:
+    """The pickled bytes of a state as etcd holds it (base64 text).
+
+    Raises:
+        UndecodableStateError: ``text`` is too large for a state, or not base64.
+    """
     if not isinstance(text, (str, bytes, bytearray)):
         raise TypeError(f"A base64 state is str or bytes, not {type(text).__name__}.")
     if len(text) > (MAX_STATE_BYTES + 2) // 3 * 4:
         raise UndecodableStateError(f"larger than {MAX_STATE_BYTES // (1024 * 1024)} MiB", run_id)
     try:
-        data = base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise UndecodableStateError("not base64", run_id) from None
-    return decode_state(data, run_id=run_id)
 
 
 def decode_state(data: bytes | bytearray | memoryview, *, run_id: str | None = None) -> RendezvousSnapshot:
@@ -350,7 +353,12 @@ def _too_deep() -> _Refusal:
     return _Refusal(f"nested deeper than {MAX_NESTING} levels")
 
 
-def _check_opcodes(data: bytes) -> None:
+SHORT_BINBYTES = pickle.SHORT_BINBYTES[0]
+DATETIME_PAYLOAD = 10
+"""Bytes of a pickled datetime's state (its ``SHORT_BINBYTES`` argument)."""
+
+
+def _check_opcodes(data: bytes, payloads: list[int] | None = None) -> None:
     """Walk the pickle's opcodes, tracking how deep each stack item nests, and refuse what
     :class:`_RestrictedUnpickler` must never see: unknown or unneeded opcodes (persistent ids,
     extension codes, ``INST``/``OBJ``, protocol 0 text opcodes, out-of-band buffers), sparse
@@ -360,6 +368,9 @@ def _check_opcodes(data: bytes) -> None:
     A tuple's depth is exact (tuples never change); a list, dict, set or object deepened after
     being memoized may be counted shallower through the memo, which is harmless: such
     containers are unhashable or hash by identity, so nothing recurses into them while loading.
+
+    ``payloads``, if given, receives the offset of every 10-byte ``SHORT_BINBYTES`` argument
+    (what a datetime pickles its value as), for :mod:`rdzv.state_stream`.
     """
     if len(data) < 2 or data[0] != PROTO_OPCODE or not 4 <= data[1] <= pickle.HIGHEST_PROTOCOL:
         raise _Refusal("not a pickle of protocol 4 or later")
@@ -391,6 +402,8 @@ def _check_opcodes(data: bytes) -> None:
             elif kind == COUNTED:
                 width = arguments[opcode]
                 if width == 1:
+                    if payloads is not None and opcode == SHORT_BINBYTES and data[position] == DATETIME_PAYLOAD:
+                        payloads.append(position + 1)
                     position += 1 + data[position]
                 else:
                     position += width + int.from_bytes(data[position:position + width], "little")

@@ -11,22 +11,40 @@ import argparse
 from dataclasses import dataclass
 from datetime import datetime
 
-from .cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_UNDECODABLE, EXIT_UNREACHABLE, EXIT_USAGE, CommandError, print_json
-from .kv import API_VERSIONS, KVError, KVUnavailableError, connect
-from .monitor.keys import KeyLayout
+from .command_line import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNDECODABLE,
+    EXIT_UNREACHABLE,
+    CommandError,
+    clause,
+    print_json,
+    resolve_target,
+    sentence,
+)
+from .kv import KVError, KVUnavailableError, Target
+from .diagnosis import Finding, diagnose, headline
+from .nodes import COLUMNS, node_rows
+from .rendezvous_settings import RendezvousSettings, read_published_settings
 from .state import RendezvousSnapshot, UndecodableStateError, decode_state_b64
-from .text import NO_VALUE, countdown, printable, run_state, since, utc_now
+from .text import NO_VALUE, age, countdown, printable, run_state, utc_now
+
+READ_TIMEOUT = 10.0
+"""Seconds ``rdzv status`` waits for etcd per request unless --timeout says otherwise."""
 
 
 @dataclass(frozen=True)
 class RunStatus:
-    """One run as read: its snapshot, or why it could not be decoded."""
+    """One run as read: its snapshot, or why it could not be decoded, and the settings its
+    handlers published (rdzv's plugins do), if any."""
 
     run_id: str
     api: str
     revision: int
     snapshot: RendezvousSnapshot | None
     error: str | None
+    published: RendezvousSettings | None = None
+    refusal: str | None = None
 
     deleted = False  # a listing holds only keys that exist
 
@@ -34,34 +52,39 @@ class RunStatus:
     def state(self) -> str:
         return run_state(self)
 
+    def settings(self, given: RendezvousSettings | None) -> RendezvousSettings:
+        """The run's settings: the published ones over ``given`` (the flags) over torch's defaults."""
+        base = given or RendezvousSettings()
+        return base.merged(self.published) if self.published is not None else base
 
-def read_runs(args: argparse.Namespace) -> list[RunStatus]:
-    """Every run below ``args.prefix`` on each API asked for (``args.api`` or, when ``None``,
-    every API the server offers), sorted by run id then API.
+    def findings(self, given: RendezvousSettings | None, now: datetime) -> tuple[Finding, ...]:
+        """What the run is waiting for and what torch does next (:func:`rdzv.diagnosis.diagnose`)."""
+        reading = self.snapshot if self.snapshot is not None else UndecodableStateError(self.refusal or self.error or "")
+        return diagnose(reading, self.settings(given), now)
 
-    Raises :class:`CommandError` when no API answered or the arguments are bad.
+
+def read_runs(target: Target) -> list[RunStatus]:
+    """Every run below the target's prefix on each of its APIs (both when it names none),
+    sorted by run id then API.
+
+    Raises :class:`CommandError` when no API answered.
     """
-    layout = KeyLayout(args.prefix)
-    apis = (args.api,) if args.api else API_VERSIONS
+    layout = target.layout
     runs: list[RunStatus] = []
     answered = 0
     refusals: list[str] = []
-    unreachable: str | None = None
-    for api in apis:
-        try:
-            kv = connect(
-                args.endpoint, api, read_timeout=args.timeout, protocol=args.protocol,
-                ssl_cert=args.ssl_cert, ssl_cert_key=args.ssl_cert_key, ca_cert=args.ca_cert,
-            )
-        except (ValueError, TypeError) as exc:
-            raise CommandError(_sentence(str(exc)), EXIT_USAGE) from None
+    unreachable: KVUnavailableError | None = None
+    for api in target.apis:
+        kv = target.connect(api)
         try:
             listing = kv.list(layout.runs_dir)
+            published = {layout.settings_run_id(item.key): read_published_settings(item.value)
+                         for item in kv.list(layout.settings_dir).items}
         except KVUnavailableError as exc:
-            unreachable = str(exc)
+            unreachable = exc
             break  # the same server serves both APIs: no point waiting twice
         except KVError as exc:
-            refusals.append(f"{api}: {exc}")
+            refusals.append(f"{api}: {clause(str(exc))}")
             continue
         finally:
             kv.close()
@@ -73,49 +96,52 @@ def read_runs(args: argparse.Namespace) -> list[RunStatus]:
             try:
                 snapshot, error = decode_state_b64(item.value, run_id=run_id), None
             except UndecodableStateError as exc:
-                snapshot, error = None, str(exc)
-            runs.append(RunStatus(run_id, api, item.revision, snapshot, error))
+                snapshot, error, refusal = None, str(exc), exc.reason
+            else:
+                refusal = None
+            runs.append(RunStatus(run_id, api, item.revision, snapshot, error, published.get(run_id), refusal))
     if not answered:
         if unreachable is not None:
-            raise CommandError(_sentence(unreachable), EXIT_UNREACHABLE)
-        raise CommandError(
-            f"etcd at {args.endpoint} refused to list {layout.runs_dir} ({'; '.join(map(_clause, refusals))}).",
-            EXIT_UNREACHABLE,
-        )
+            raise CommandError(sentence(str(unreachable)), EXIT_UNREACHABLE)
+        raise CommandError(f"{target} refused to list {layout.runs_dir} ({'; '.join(refusals)}).", EXIT_UNREACHABLE)
     return sorted(runs, key=lambda run: (run.run_id, run.api))
 
 
 def run_status(args: argparse.Namespace) -> int:
-    """Print the runs (or ``args.run_id`` in detail) as a table or JSON; return the exit code."""
-    if args.timeout <= 0:
-        raise CommandError(f"--timeout must be a positive number of seconds, not {args.timeout:g}.", EXIT_USAGE)
-    runs = read_runs(args)
-    if args.run_id is None:
+    """Print the runs (or the chosen run in detail) as a table or JSON; return the exit code.
+    The settings come from the flags and ``RDZV_*`` variables (:mod:`rdzv.options`)."""
+    target, resolved = resolve_target(args, timeout=READ_TIMEOUT)
+    runs = read_runs(target)
+    run_id, settings = resolved.run_id, resolved.settings
+    if run_id is None:
         if args.json:
-            print_json({"endpoint": args.endpoint, "prefix": KeyLayout(args.prefix).prefix,
-                        "runs": [_run_json(run) for run in runs]})
+            now = utc_now()
+            print_json({"endpoint": target.endpoint, "prefix": target.prefix,
+                        "runs": [_run_json(run, settings, now, nodes=False) for run in runs]})
         else:
-            print(format_fleet(runs, args.endpoint, utc_now()))
+            print(format_fleet(runs, target.endpoint, utc_now(), settings))
         return EXIT_OK
-    chosen = [run for run in runs if run.run_id == args.run_id]
+    chosen = [run for run in runs if run.run_id == run_id]
     if not chosen:
         known = ", ".join(sorted({run.run_id for run in runs})) or "none"
-        raise CommandError(
-            f"No run {args.run_id!r} at {args.endpoint} below {KeyLayout(args.prefix).prefix or '/'} "
-            f"(runs there: {known}).", EXIT_NOT_FOUND,
-        )
+        raise CommandError(f"No run {run_id!r} at {target.endpoint} below {target.prefix or '/'} (runs there: {known}).",
+                           EXIT_NOT_FOUND)
+    now = utc_now()
     if args.json:
-        print_json(_run_json(chosen[0]) if len(chosen) == 1 else [_run_json(run) for run in chosen])
+        print_json(_run_json(chosen[0], settings, now) if len(chosen) == 1
+                   else [_run_json(run, settings, now) for run in chosen])
     else:
-        print("\n\n".join(format_run(run, utc_now()) for run in chosen))
+        print("\n\n".join(format_run(run, now, settings) for run in chosen))
     broken = [run for run in chosen if run.snapshot is None]
     if len(broken) == len(chosen):
-        raise CommandError(broken[0].error or f"The state of run {args.run_id!r} is undecodable.", EXIT_UNDECODABLE)
+        raise CommandError(broken[0].error or f"The state of run {run_id!r} is undecodable.", EXIT_UNDECODABLE)
     return EXIT_OK
 
 
-def format_fleet(runs: list[RunStatus], endpoint: str, now: datetime) -> str:
-    """The table of every run: id, API, state, round, participants, waiting, revision."""
+def format_fleet(runs: list[RunStatus], endpoint: str, now: datetime,
+                 settings: RendezvousSettings | None = None) -> str:
+    """The table of every run (id, API, state, round, participants, waiting, revision), then
+    each run's most important finding."""
     if not runs:
         return f"No rendezvous runs at {endpoint}."
     header = ("RUN", "API", "STATE", "ROUND", "PARTICIPANTS", "WAITING", "REVISION")
@@ -130,16 +156,26 @@ def format_fleet(runs: list[RunStatus], endpoint: str, now: datetime) -> str:
             str(run.revision),
         ))
     lines = [_row(row, rows) for row in rows]
-    lines.extend(f"  {printable(run.run_id)} ({run.api}): {printable(run.error)}" for run in runs if run.error)
-    return "\n".join(lines)
+    lines.append("")
+    for run in runs:
+        finding = headline(run.findings(settings, now))
+        if finding is not None:
+            lines.append(f"  {printable(run.run_id)} ({run.api}): {_finding_line(finding, now)}")
+    return "\n".join(lines).rstrip()
 
 
-def format_run(run: RunStatus, now: datetime) -> str:
-    """One run in detail: round, flags, deadline and a row per node."""
+def _finding_line(finding: Finding, now: datetime) -> str:
+    when = f" ({countdown(finding.at, now)})" if finding.at is not None else ""
+    return f"[{finding.severity}] {printable(finding.message)}{when}"
+
+
+def format_run(run: RunStatus, now: datetime, settings: RendezvousSettings | None = None) -> str:
+    """One run in detail: round, flags, deadline and a row per node (:func:`rdzv.nodes.node_rows`)."""
     head = f"Run {printable(run.run_id)} ({run.api}, revision {run.revision}): {run.state}"
     snap = run.snapshot
     if snap is None:
-        return f"{head}\n  {printable(run.error or '')}"
+        finding = headline(run.findings(settings, now))
+        return f"{head}\n  {printable(run.error or '')}" + (f"\n  {_finding_line(finding, now)}" if finding else "")
     lines = [
         head,
         f"  round {snap.round}, complete={snap.complete}, closed={snap.closed}, "
@@ -147,41 +183,45 @@ def format_run(run: RunStatus, now: datetime) -> str:
         f"  {len(snap.participants)} participants, {len(snap.wait_list)} waiting, "
         f"{len(snap.redundancy_list)} redundant",
     ]
-    nodes = sorted(snap.nodes, key=lambda node: (snap.participants.get(node, 1 << 30), str(node)))
-    if not nodes:
+    settings = run.settings(settings)
+    lines.append("")
+    lines.append("  What's happening:")
+    for finding in run.findings(settings, now):
+        lines.append(f"    {_finding_line(finding, now)}")
+        lines.append(f"      next: {printable(finding.next)}")
+    rows = node_rows(snap, settings, now)
+    if not rows:
         return "\n".join(lines)
-    stale = snap.stale(now)
-    rows = [("NODE", "RANK", "LIST", "HEARTBEAT")]
-    for node in nodes:
-        rank = snap.participants.get(node)
-        age = since(snap.last_heartbeats.get(node), now)
-        rows.append((
-            printable(str(node)), NO_VALUE if rank is None else str(rank),
-            snap.membership(node) or "heartbeat only",
-            f"{age} ago (stale)" if node in stale else (f"{age} ago" if age != NO_VALUE else age),
+    table = [tuple(heading.upper() for _, heading in COLUMNS)]
+    for row in rows:
+        table.append((
+            printable(row.addr), str(row.pid), str(row.local_id), NO_VALUE if row.rank is None else str(row.rank),
+            row.list, NO_VALUE if row.heartbeat_age is None else f"{age(row.heartbeat_age)} ago",
+            "stale" if row.stale else "",
         ))
     lines.append("")
-    lines.extend("  " + _row(row, rows) for row in rows)
+    lines.extend("  " + _row(cells, table) for cells in table)
     return "\n".join(lines)
 
 
-def _run_json(run: RunStatus) -> dict:
-    return {
+def _run_json(run: RunStatus, settings: RendezvousSettings | None, now: datetime, *, nodes: bool = True) -> dict:
+    effective = run.settings(settings)
+    data = {
         "run_id": run.run_id, "api": run.api, "revision": run.revision, "state": run.state,
         "error": run.error, "snapshot": None if run.snapshot is None else run.snapshot.to_dict(),
+        "settings": {**effective.to_dict(), "given": sorted(effective.given)},
+        "findings": [finding.to_dict() for finding in run.findings(settings, now)],
     }
+    if nodes and run.snapshot is not None:
+        data["nodes"] = [
+            {"addr": row.addr, "pid": row.pid, "local_id": row.local_id, "rank": row.rank, "list": row.list,
+             "heartbeat_age_s": None if row.heartbeat_age is None else round(row.heartbeat_age.total_seconds(), 3),
+             "stale": row.stale}
+            for row in node_rows(run.snapshot, effective, now)
+        ]
+    return data
 
 
 def _row(row: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(row))]
     return "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-
-
-def _clause(text: str) -> str:
-    """``text`` as a clause inside a sentence: no final period."""
-    return text.strip().rstrip(".")
-
-
-def _sentence(text: str) -> str:
-    text = text.strip()
-    return text if text.endswith(".") else text + "."

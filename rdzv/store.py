@@ -61,6 +61,18 @@ class EtcdStore(Store):
         """The key-value client the store talks through."""
         return self._kv
 
+    @property
+    def client(self) -> object:
+        """The python-etcd ``etcd.Client`` the store uses, as torch's ``EtcdStore.client``
+        exposes it. A store built on a v2 :class:`~rdzv.kv.KV` gives the client of the member
+        currently in use; one on the v3 API has no python-etcd client and raises
+        ``AttributeError``."""
+        client = getattr(self._kv, "client", None)
+        if client is None:
+            raise AttributeError(f"This EtcdStore talks to etcd's {self._kv.api} API and has no python-etcd client; "
+                                 "use .kv instead.")
+        return client
+
     @raising_rendezvous_errors
     def set(self, key: str | bytes, value: str | bytes) -> None:
         self._kv.put(self._path(key), _encode(value))

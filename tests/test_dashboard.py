@@ -71,7 +71,7 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert participants.source.data["addr"] == ["host-a", "host-b"]
     assert participants.source.data["rank"] == [0, 1]
     assert fleet.source.data["run_id"] == ["job"] and fleet.source.data["participants"] == [2]
-    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat")}
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_age")}
     fleet_rows_before = fleet.source.data["run_id"]
     points_before = timeline.source.data["revision"]
     count_before = len(points_before)
@@ -93,7 +93,7 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert len(timeline.source.data["revision"]) == count_before + 1
 
     # A node joining after the others: streamed at the end, the table not replaced.
-    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat")}
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_age")}
     three = {("host-a", 1, 0): 1, ("host-b", 2, 0): 0, ("host-c", 3, 0): 2}
     version = monitor.version
     kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1))
@@ -137,17 +137,18 @@ def test_settings_from_arguments_win_over_environment():
 
     environ = {"RDZV_ENDPOINT": "envhost:2379", "RDZV_RUN_ID": "from-env", "RDZV_PREFIX": "/env"}
     config = parse_config(["--run-id", "from-args"], environ)
-    assert (config.endpoint, config.run_id, config.prefix) == ("envhost:2379", "from-args", "/env")
+    assert (config.target.endpoint, config.run_id, config.target.prefix) == ("envhost:2379", "from-args", "/env")
     assert config.allow_writes is False
     assert parse_config(["--allow-writes", "--endpoint", "h:1"], {}).allow_writes is True
     assert parse_config([], {}).demo is True
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--api", "v4"], "invalid choice"),
+    (["--endpoint", "h:2379", "--api", "v4"], "must be v2 or v3"),
+    (["--api", "v3"], "without an etcd endpoint"),
     (["--endpoint", "bad host:2379"], "invalid host name"),
     (["--endpoint", "h:2379", "--ca-cert", "/nonexistent/ca.pem", "--protocol", "https"], "does not exist"),
-    (["--endpoint", "h:2379", "--ssl-cert", __file__, "--ssl-cert-key", __file__], "--protocol https"),
+    (["--endpoint", "h:2379", "--ssl-cert", __file__, "--ssl-cert-key", __file__], "use protocol https"),
     (["--bogus"], "unrecognized arguments"),
 ])
 @pytest.mark.reliability
@@ -283,10 +284,10 @@ def test_connection_banner_follows_etcd(serve, page):
 def test_bad_arguments_show_one_sentence(serve, page):
     from playwright.sync_api import expect
 
-    dashboard = serve(["--api", "v4"])
+    dashboard = serve(["--endpoint", "127.0.0.1:2379", "--api", "v4"])
     page.goto(dashboard.url)
     message = page.locator("[data-role='config-error']")
-    expect(message).to_contain_text("The dashboard arguments are wrong", timeout=WAIT_MS)
+    expect(message).to_contain_text("The etcd API must be v2 or v3, not 'v4' (from --api).", timeout=WAIT_MS)
     assert "Traceback" not in message.inner_text()
 
 

@@ -15,12 +15,8 @@ FINAL = {"left", "crashed", "closed", "error"}
 
 
 @pytest.fixture(autouse=True)
-def no_thread_tracebacks(monkeypatch):
-    """Fail a test if any thread ended with an unhandled exception."""
-    seen: list[str] = []
-    monkeypatch.setattr(threading, "excepthook", lambda args: seen.append(f"{args.thread.name}: {args.exc_value!r}"))
-    yield
-    assert not seen, seen
+def _no_thread_tracebacks(no_thread_tracebacks):
+    """Every test here fails if a thread ended with an unhandled exception."""
 
 
 @pytest.fixture
@@ -195,15 +191,19 @@ def test_autopilot_keeps_the_cluster_changing_within_bounds(make_cluster):
     stop = threading.Event()
     pilot = autopilot(cluster, stop, period=0.4, seed=3)
     sizes = []
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline:
-        sizes.append(len(cluster.nodes))
-        time.sleep(0.1)
-    stop.set()
-    pilot.join(30)
+    deadline = time.monotonic() + 45  # a safety net: it takes a few seconds
+    try:
+        while not (len(cluster.all_nodes) > 3 and any(node.finished for node in cluster.all_nodes)):
+            assert time.monotonic() < deadline, (
+                f"in 45 s the autopilot added {len(cluster.all_nodes) - 1} nodes and removed "
+                f"{sum(node.finished for node in cluster.all_nodes)}")
+            sizes.append(len(cluster.nodes))
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        pilot.join(30)
     assert not pilot.is_alive()
-    assert len(cluster.all_nodes) > 3, "the autopilot added no nodes"
-    assert any(node.finished for node in cluster.all_nodes), "the autopilot removed no node"
+    sizes.append(len(cluster.nodes))
     assert max(sizes) <= 3
 
 
@@ -230,5 +230,7 @@ def test_torchrun_job_survives_a_killed_agent_resumes_and_scales_up(etcd_server,
         worker_pids |= {r.pid for r in job.progress()}
         workdir, pids = job.workdir, [a.pid for a in job.agents] + sorted(worker_pids)
     assert not workdir.exists()
-    time.sleep(0.5)
+    deadline = time.monotonic() + 15  # close() has killed them; a zombie's parent may still be reaping it
+    while any(pid_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [pid for pid in pids if pid_alive(pid)] == [], "an agent or worker survived close()"

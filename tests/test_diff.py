@@ -76,7 +76,8 @@ def test_a_whole_run_as_torch_plays_it():
     changes = run.act(A, "add_to_participants")
     assert kinds(changes) == [("created", None), ("joined", a)]
     assert changes[0].describe() == "The rendezvous state appeared at round 0 with 1 participant (open)."
-    assert changes[1].describe() == f"Node {a} joined the participants as rank 0."
+    # The round is open: torch's placeholder rank 0 is not a rank, and is not told as one.
+    assert changes[1].describe() == f"Node {a} joined the participants."
 
     changes = run.act(B, "add_to_participants")  # min_nodes reached: the last call starts
     assert kinds(changes) == [("joined", b), ("deadline_set", None)]
@@ -84,7 +85,7 @@ def test_a_whole_run_as_torch_plays_it():
 
     changes = run.act(C, "add_to_participants")  # max_nodes reached: complete, ranks assigned
     assert kinds(changes) == [("rank_changed", b), ("joined", c), ("deadline_cleared", None), ("completed", None)]
-    assert changes[0].describe() == f"Node {b} changed rank from 0 to 1."
+    assert changes[0].describe() == f"Node {b} changed rank to 1, assigned as the round completed."
     assert changes[1].detail == "as rank 2"
     assert changes[3].describe() == "The rendezvous completed round 0 with 3 participants."
 
@@ -112,7 +113,7 @@ def test_a_whole_run_as_torch_plays_it():
 
     changes = run.act(D, "add_to_participants")
     assert kinds(changes) == [("joined", d)]
-    assert changes[0].describe() == f"Node {d} joined the participants as rank 0, from the wait list."
+    assert changes[0].describe() == f"Node {d} joined the participants, from the wait list."
 
     changes = run.act(D, "remove_from_participants")
     assert kinds(changes) == [("left", d)]

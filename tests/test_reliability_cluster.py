@@ -5,9 +5,9 @@ other two."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from waiting import wait_for
 from browser_helpers import WAIT_MS
 from rendezvous_helpers import params, rdzv_handler, rendezvous_all
 
@@ -18,14 +18,6 @@ from rdzv.monitor import get_monitor
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(240)]
 
 
-def wait_for(condition, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @pytest.mark.browser
@@ -56,14 +48,28 @@ def test_losing_the_member_in_use_is_survived_by_handlers_store_monitor_and_dash
             store.set("after", "loss")
             assert store.get("after") == b"loss"
             # A late joiner writes itself into the state: it waits for the next round.
-            joiner = threading.Thread(target=late.next_rendezvous, daemon=True)
+            joined: list[object] = []
+
+            def join_late() -> None:
+                try:
+                    joined.append(late.next_rendezvous())
+                except BaseException as exc:  # noqa: BLE001 - asserted below
+                    joined.append(exc)
+
+            joiner = threading.Thread(target=join_late, daemon=True)
             joiner.start()
             wait_for(lambda: (run := monitor.run(unique, api)) and run.snapshot and len(run.snapshot.wait_list) == 1,
                      "the monitor to see the late joiner")
             expect(page.get_by_text("waiting", exact=True).first).to_be_visible(timeout=WAIT_MS)
             # The two participants re-rendezvous with it: a new round of three, written via members 1 and 2.
-            rendezvous_all(handlers)
+            infos = rendezvous_all(handlers)
             joiner.join(timeout=90)
+            assert not joiner.is_alive(), "the late joiner never got through its rendezvous"
+            (late_info,) = joined
+            assert not isinstance(late_info, BaseException), f"the late joiner failed: {late_info!r}"
+            infos.append(late_info)
+            assert sorted(info.rank for info in infos) == [0, 1, 2]
+            assert {info.world_size for info in infos} == {3}
             run = wait_for(lambda: (run := monitor.run(unique, api)) and run.snapshot.world_size == 3 and run,
                            "round 2 with three participants")
             assert run.snapshot.complete and sorted(run.snapshot.participants.values()) == [0, 1, 2]

@@ -7,6 +7,8 @@ session's etcd is never touched.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import signal
@@ -105,6 +107,26 @@ def last_heartbeats(server: EtcdServer, api: str, run_id: str) -> dict:
     return dict(decode_state_b64(current.value).last_heartbeats)
 
 
+@contextlib.contextmanager
+def failed_heartbeats():
+    """The warnings torch's handlers log while a keep-alive heartbeat fails (a list, growing)."""
+    failed: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if "has failed to send a keep-alive heartbeat" in message:
+                failed.append(message)
+
+    handler = Collect(logging.WARNING)
+    torch_logger = logging.getLogger("torch.distributed.elastic.rendezvous.dynamic_rendezvous")
+    torch_logger.addHandler(handler)
+    try:
+        yield failed
+    finally:
+        torch_logger.removeHandler(handler)
+
+
 def test_heartbeats_of_real_handlers_carry_on_after_an_etcd_outage(server, unique, api, no_tcp_store):
     """torch's keep-alive thread survives only RendezvousError (pytorch #194870 shows what a
     transient error otherwise does): if any failure escaped as another type, the heartbeats
@@ -115,8 +137,12 @@ def test_heartbeats_of_real_handlers_carry_on_after_an_etcd_outage(server, uniqu
         rendezvous_all(handlers)
         assert len(last_heartbeats(server, api, unique)) == 2
 
-        server.kill()
-        time.sleep(4)  # four keep-alive rounds fail against a dead etcd
+        with failed_heartbeats() as failed:
+            server.kill()
+            deadline = time.monotonic() + 60
+            while len(failed) < 2 * len(handlers):  # keep-alive rounds of every node fail against a dead etcd
+                assert time.monotonic() < deadline, f"the heartbeats never failed: {failed}"
+                time.sleep(0.1)
         server.restart()
         back = datetime.now(timezone.utc)
 

@@ -429,7 +429,10 @@ def test_server_started_in_a_short_lived_thread_outlives_the_thread():
     thread.join()
     (server,) = started
     try:
-        time.sleep(0.3)  # a parent-death signal tied to that thread would have fired by now
+        # A parent-death signal tied to that thread fires as the OS thread exits (a moment after
+        # join() returns): wait until the kernel no longer lists the thread, then look at etcd.
+        task = Path(f"/proc/self/task/{thread.native_id}")
+        assert wait_until(lambda: not task.exists(), timeout=30), "the thread never exited"
         assert server.is_running()
         assert request(server.get_port(), "GET", "/health")[0] == 200
     finally:

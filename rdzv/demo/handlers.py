@@ -20,6 +20,8 @@ from torch.distributed.elastic.rendezvous.dynamic_rendezvous import (
     RendezvousTimeout,
 )
 
+from ..rendezvous_settings import RendezvousSettings
+
 BACKENDS = ("rdzv-etcd-v2", "rdzv-etcd-v3", "etcd-v2")
 
 
@@ -67,9 +69,12 @@ class RendezvousConfig:
         return "v3" if self.backend.endswith("v3") else "v2"
 
     @property
-    def heartbeat_expiry(self) -> float:
-        """Seconds after its last heartbeat at which torch declares a node dead."""
-        return self.keep_alive_interval * self.keep_alive_max_attempt
+    def settings(self) -> RendezvousSettings:
+        """These settings as a viewer takes them (every one given)."""
+        return RendezvousSettings.provided(
+            min_nodes=self.min_nodes, max_nodes=self.max_nodes, join_timeout=self.join_timeout,
+            last_call_timeout=self.last_call_timeout, close_timeout=self.close_timeout,
+            keep_alive_interval=self.keep_alive_interval, keep_alive_max_attempt=self.keep_alive_max_attempt)
 
 
 def create_node_handler(
@@ -99,6 +104,9 @@ def create_node_handler(
         keep_alive_interval=config.keep_alive_interval,  # type: ignore[arg-type]
         keep_alive_max_attempt=config.keep_alive_max_attempt,
     )
+    from ..backend import publish_handler_settings
+
+    publish_handler_settings(handler, backend)
     # rdzv's backends hold a KV to close; torch's holds a python-etcd client (nothing to close).
     kv = getattr(backend, "kv", None)
     return handler, (kv.close if kv is not None else _nothing)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..rendezvous_settings import RendezvousSettings
 from ..etcd_process import pid_alive
 from .processes import signal_tree, spawn
 
@@ -137,8 +138,10 @@ class TorchrunCluster:
         self.max_nodes = int(high or low)
         self.backend = backend
         self.steps = steps
-        #: Seconds after its last heartbeat at which torch drops an agent from the rendezvous.
-        self.heartbeat_expiry = float(keep_alive_interval * keep_alive_max_attempt)
+        #: The rendezvous settings the agents run with (what a viewer needs to explain the run).
+        self.settings = RendezvousSettings.from_torchrun(
+            nnodes, f"last_call_timeout={last_call_timeout},keep_alive_interval={keep_alive_interval},"
+                    f"keep_alive_max_attempt={keep_alive_max_attempt}")
         self._owns_workdir = workdir is None
         if workdir is None:
             sweep_stale_workdirs()

@@ -1,24 +1,34 @@
 """The key-value layer: one protocol (:class:`KV`), one implementation per etcd API.
 
-Nothing else in rdzv talks to etcd. :func:`connect` builds a client from an
-endpoint list and TLS settings; it sends no request.
+Nothing else in rdzv talks to etcd. A :class:`Target` says where etcd is, which API,
+prefix, protocol, TLS files and timeout to use, and connects; :func:`connect` is the
+shortcut from an endpoint string. :class:`KeyLayout` says where runs and store keys live.
 """
 
 from __future__ import annotations
 
-from .base import KV, Event, KeyValue, KVCompactedError, KVError, KVUnavailableError, Listing, join_key
+from .base import KV, Event, KeyValue, KVCompactedError, KVError, KVUnavailableError, Listing, ReadBack, join_key
 from .endpoints import DEFAULT_PORT, format_endpoints, parse_endpoints
+from .layout import DEFAULT_PREFIX, KeyLayout, normalize_prefix
+from .target import API_VERSIONS, DEFAULT_READ_TIMEOUT, Target, TargetError
 
 __all__ = [
     "KV",
     "API_VERSIONS",
     "DEFAULT_PORT",
+    "DEFAULT_PREFIX",
+    "DEFAULT_READ_TIMEOUT",
+    "KeyLayout",
+    "Target",
+    "TargetError",
+    "normalize_prefix",
     "Event",
     "KeyValue",
     "KVCompactedError",
     "KVError",
     "KVUnavailableError",
     "Listing",
+    "ReadBack",
     "as_kv",
     "connect",
     "format_endpoints",
@@ -26,42 +36,29 @@ __all__ = [
     "parse_endpoints",
 ]
 
-API_VERSIONS = ("v2", "v3")
-
-
 def connect(
-    endpoint: str | None,
-    api: str = "v2",
+    endpoint: str | Target | None,
+    api: str | None = None,
     *,
-    read_timeout: float = 60,
+    read_timeout: float | None = None,
     protocol: str = "http",
     ssl_cert: str | None = None,
     ssl_cert_key: str | None = None,
     ca_cert: str | None = None,
 ) -> KV:
-    """A :class:`KV` for ``endpoint`` (``"h1:2379,h2:2379"``) on etcd's ``api`` (``"v2"`` or ``"v3"``).
+    """A :class:`KV` for ``endpoint`` (``"h1:2379,h2:2379"`` or a :class:`Target`) on etcd's
+    ``api`` (``"v2"``, the default for a string, or ``"v3"``); sends no request.
+
+    The settings are checked by :class:`Target`, the one place that knows their rules.
 
     Raises:
-        ValueError: a bad endpoint, API, protocol or timeout; the message says which.
+        TargetError: a bad endpoint, API, protocol, certificate file or timeout; the message says which.
     """
-    endpoints = parse_endpoints(endpoint)
-    if api not in API_VERSIONS:
-        raise ValueError(f"The etcd API must be 'v2' or 'v3', not {api!r}.")
-    protocol = (protocol or "http").strip().lower()
-    if protocol not in ("http", "https"):
-        raise ValueError("The protocol must be HTTP or HTTPS.")
-    if read_timeout <= 0:
-        raise ValueError("The read timeout must be a positive integer.")
-    options = dict(
-        read_timeout=read_timeout, protocol=protocol, ssl_cert=ssl_cert, ssl_cert_key=ssl_cert_key, ca_cert=ca_cert
-    )
-    if api == "v2":
-        from .v2 import EtcdV2
-
-        return EtcdV2.connect(endpoints, **options)
-    from .v3 import EtcdV3
-
-    return EtcdV3(endpoints=endpoints, **options)
+    if isinstance(endpoint, Target):
+        return endpoint.connect(api, read_timeout=read_timeout)
+    target = Target.of(endpoint, api=api or "v2", protocol=protocol, ssl_cert=ssl_cert,
+                       ssl_cert_key=ssl_cert_key, ca_cert=ca_cert, read_timeout=read_timeout)
+    return target.connect()
 
 
 def as_kv(client: object) -> KV:

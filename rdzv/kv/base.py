@@ -15,7 +15,7 @@ what a watch starts from.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 
@@ -24,7 +24,18 @@ class KVError(Exception):
 
 
 class KVUnavailableError(KVError):
-    """etcd could not be reached (refused, timed out, or every member is down)."""
+    """etcd could not be reached (refused, timed out, or every member is down).
+
+    ``endpoint`` is the endpoint list tried, ``reason`` a few words saying why
+    ("connection refused"), and ``members`` maps each member tried to its own reason.
+    """
+
+    def __init__(self, message: str, *, endpoint: str | None = None, reason: str | None = None,
+                 members: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.reason = reason or message.rstrip(".")
+        self.members = dict(members or {})
 
 
 class KVCompactedError(KVError):
@@ -35,9 +46,26 @@ class KVCompactedError(KVError):
     watch again from the revision the listing returns.
     """
 
-    def __init__(self, message: str, *, current_revision: int | None = None) -> None:
+    def __init__(self, message: str, *, current_revision: int | None = None, oldest_revision: int | None = None
+                 ) -> None:
         super().__init__(message)
         self.current_revision = current_revision
+        #: The oldest revision etcd still keeps, when it said so.
+        self.oldest_revision = oldest_revision
+
+
+def read_back_result(found: list[Event], complete_from: int | None, limit: int) -> ReadBack:
+    """The :class:`ReadBack` of the events ``found`` (oldest first): from the key's last creation
+    on, if one was seen (then nothing before it is missing), and at most the newest ``limit``."""
+    created = [index for index, event in enumerate(found) if event.created]
+    if created:
+        found, complete_from = found[created[-1]:], None
+    kept = found[-limit:] if limit > 0 else []
+    return ReadBack(tuple(kept), complete_from, limited=len(kept) < len(found))
+
+
+READ_BACK_WAIT = 2.0
+"""Seconds a read-back watch waits for the next event of a key it knows has one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +83,29 @@ class Event:
 
     ``kind`` is ``"put"`` for any write (create, set, compare-and-swap) and
     ``"delete"`` for a delete or a TTL expiry; ``value`` is ``None`` for a delete.
+    ``created``: this put created the key, when the API says so (v3 always; v2 for a
+    create-if-absent write); it is not part of an event's equality.
     """
 
     kind: Literal["put", "delete"]
     key: str
     value: str | None
     revision: int
+    created: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBack:
+    """A key's earlier revisions that etcd still kept, oldest first (puts and deletes).
+
+    ``complete_from``: the story is complete from this revision on; ``None`` when nothing
+    before the first event was lost (the key's history starts there). ``limited``: older
+    revisions may exist but were not read, because ``limit`` were already.
+    """
+
+    events: tuple[Event, ...]
+    complete_from: int | None
+    limited: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +188,32 @@ class KV(abc.ABC):
         (possibly several), or ``[]`` when the timeout passes first. Raises
         :class:`KVCompactedError` when ``start_revision`` is older than etcd keeps.
         """
+
+    def read_back(self, key: str, before_revision: int, limit: int) -> ReadBack:
+        """The revisions of ``key`` older than ``before_revision`` (the key's revision now, as a
+        listing gave it) that etcd still keeps: at most the newest ``limit``, oldest first.
+
+        This default replays watches forward from the oldest revision etcd keeps (v2 keeps
+        its last 1,000 events of the whole store), one request per event of the key.
+        """
+        found: list[Event] = []
+        start, complete_from = 1, None
+        while start < before_revision:
+            try:
+                batch = self.watch(key, start, timeout=READ_BACK_WAIT)
+            except KVCompactedError as exc:
+                oldest = exc.oldest_revision or exc.current_revision or before_revision
+                if oldest <= start:  # no progress is possible: say where the story is complete from
+                    complete_from = before_revision
+                    break
+                start = complete_from = oldest
+                continue
+            mine = [event for event in batch if event.key == key and event.revision < before_revision]
+            found.extend(mine)
+            if not batch or len(mine) < len(batch) and batch[-1].revision >= before_revision:
+                break
+            start = batch[-1].revision + 1
+        return read_back_result(found, complete_from, limit)
 
     @abc.abstractmethod
     def ping(self) -> str:

@@ -8,6 +8,7 @@ only when every member has failed. Creating an :class:`EtcdV2` sends nothing.
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import urllib3.exceptions
 from .base import KV, Event, KeyValue, KVCompactedError, KVError, KVUnavailableError, Listing
 from .endpoints import format_endpoints
 from .failures import ADVICE, describe_transport_failure
+from .target import check_transport
 
 _T = TypeVar("_T")
 
@@ -65,7 +67,10 @@ class EtcdV2(KV):
         ssl_cert_key: str | None = None,
         ca_cert: str | None = None,
     ) -> EtcdV2:
-        """Clients for each ``(host, port)`` member; no request is sent yet."""
+        """Clients for each ``(host, port)`` member; no request is sent yet.
+
+        Raises :class:`~rdzv.kv.target.TargetError` for settings that cannot work."""
+        protocol = check_transport(protocol, read_timeout, ssl_cert, ssl_cert_key, ca_cert)
         cert: str | tuple[str, str] | None = (ssl_cert, ssl_cert_key) if ssl_cert and ssl_cert_key else ssl_cert
         clients = [
             etcd.Client(
@@ -115,8 +120,10 @@ class EtcdV2(KV):
                 with self._lock:
                     self._current = index
             return result
+        reason = describe_transport_failure(last_error)
         raise KVUnavailableError(
-            f"etcd at {self.endpoint} could not be reached ({describe_transport_failure(last_error)}); {ADVICE}."
+            f"etcd at {self.endpoint} could not be reached ({reason}); {ADVICE}.",
+            endpoint=self.endpoint, reason=reason, members={self.endpoint: reason},
         ) from last_error
 
     def get(self, key: str) -> KeyValue | None:
@@ -184,11 +191,11 @@ class EtcdV2(KV):
         except etcd.EtcdEventIndexCleared as exc:
             raise KVCompactedError(
                 f"etcd at {self.endpoint} no longer keeps index {start_revision} (v2 keeps its last 1,000 events).",
-                current_revision=_error_index(exc),
+                current_revision=_error_index(exc), oldest_revision=_oldest_index(exc),
             ) from exc
         if result.action in _DELETE_ACTIONS:
             return [Event("delete", result.key, None, int(result.modifiedIndex))]
-        return [Event("put", result.key, result.value, int(result.modifiedIndex))]
+        return [Event("put", result.key, result.value, int(result.modifiedIndex), created=result.action == "create")]
 
     def ping(self) -> str:
         return self._call(lambda c: c.api_execute("/version", c._MGET).data.decode())
@@ -205,6 +212,13 @@ def _to_kv(result: etcd.EtcdResult) -> KeyValue:
 def _error_index(exc: etcd.EtcdException) -> int:
     payload = exc.payload if isinstance(exc.payload, dict) else {}
     return int(payload.get("index", 0))
+
+
+def _oldest_index(exc: etcd.EtcdException) -> int | None:
+    """The oldest index etcd still keeps, from its "history has been cleared [oldest/asked]" cause."""
+    payload = exc.payload if isinstance(exc.payload, dict) else {}
+    found = re.search(r"\[(\d+)/\d+\]", str(payload.get("cause", "")))
+    return int(found.group(1)) if found else None
 
 
 def _is_not_found_page(exc: etcd.EtcdException) -> bool:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import KV, Event, KeyValue, KVCompactedError, KVError, Listing
+from .base import KV, Event, KeyValue, KVCompactedError, KVError, Listing, ReadBack
 from .endpoints import parse_endpoints
 from .v3_gateway import GRPC_NOT_FOUND, Gateway, GatewayError, Stream, StreamBroken
 from .v3_lease import LeaseCache
@@ -83,6 +83,33 @@ class EtcdV3(KV):
             "/v3/kv/range", {"key": _encode(below), "range_end": _encode(_range_end(below))}
         )
         return Listing(tuple(_to_kv(item) for item in answer.get("kvs", ())), _revision(answer))
+
+    def read_back(self, key: str, before_revision: int, limit: int) -> ReadBack:
+        """Walk back through the key's revisions, one range read at a past revision each, until
+        the key did not exist (its history starts there), etcd compacted the revision away, or
+        ``limit`` revisions are read. A deletion in between ends the walk like a creation does."""
+        key_b = _key_bytes(key)
+        found: list[Event] = []
+        at, complete_from = before_revision - 1, None
+        while at >= 1 and len(found) < limit:
+            try:
+                answer = self._gateway.post("/v3/kv/range", {"key": _encode(key_b), "revision": str(at)})
+            except GatewayError as exc:
+                if "compacted" not in exc.etcd_message:
+                    raise
+                complete_from = found[-1].revision if found else before_revision
+                break
+            kvs = answer.get("kvs")
+            if not kvs:
+                break
+            item = _to_kv(kvs[0])
+            found.append(Event("put", key, item.value, item.revision, created=int(kvs[0].get("version", 0)) == 1))
+            if found[-1].created:
+                break
+            at = item.revision - 1
+        found.reverse()
+        limited = len(found) == limit and at >= 1 and not found[0].created and complete_from is None
+        return ReadBack(tuple(found), complete_from, limited)
 
     def ping(self) -> str:
         version = self._gateway.get("/version").get("etcdserver")
@@ -209,7 +236,7 @@ class EtcdV3(KV):
                 raise KVCompactedError(
                     f"etcd at {stream.member} no longer keeps revision {start_revision} "
                     f"(compacted up to {result['compact_revision']}); re-list and watch from the listing's revision.",
-                    current_revision=current_revision,
+                    current_revision=current_revision, oldest_revision=int(result["compact_revision"]),
                 )
             if result.get("canceled"):
                 reason = result.get("cancel_reason") or "no reason given"
@@ -235,7 +262,8 @@ def _relevant_events(raw_events: Sequence[dict[str, Any]], key: bytes, below: by
         if raw.get("type") == "DELETE":
             events.append(Event("delete", text_key, None, revision))
         else:
-            events.append(Event("put", text_key, _decode(kv.get("value", "")), revision))
+            events.append(Event("put", text_key, _decode(kv.get("value", "")), revision,
+                                created=int(kv.get("version", 0)) == 1))
     return events
 
 

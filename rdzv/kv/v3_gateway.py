@@ -30,6 +30,7 @@ from .base import KVError, KVUnavailableError
 from .endpoints import format_endpoints
 from .failures import ADVICE, describe_transport_failure
 from .http_unary import UnaryConnections
+from .target import TargetError, check_transport
 from .tls import client_ssl_context
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -109,15 +110,8 @@ class Gateway:
         pool_size: int = 16,
     ) -> None:
         if not endpoints:
-            raise ValueError("The etcd v3 client needs at least one (host, port) endpoint.")
-        if protocol not in ("http", "https"):
-            raise ValueError(f"The etcd protocol must be 'http' or 'https', not {protocol!r}.")
-        if not read_timeout or read_timeout <= 0:
-            raise ValueError(f"The read timeout must be a positive number of seconds, not {read_timeout!r}.")
-        if ssl_cert_key and not ssl_cert:
-            raise ValueError("A client key (ssl_cert_key) needs its certificate too; pass ssl_cert as well.")
-        if protocol == "http" and (ssl_cert or ca_cert):
-            raise ValueError("TLS certificates were given for a plain-HTTP endpoint; pass protocol='https'.")
+            raise TargetError("The etcd v3 client needs at least one (host, port) endpoint.", "endpoint")
+        protocol = check_transport(protocol, read_timeout, ssl_cert, ssl_cert_key, ca_cert)
         self.read_timeout = float(read_timeout)
         self.endpoints = [(str(host), int(port)) for host, port in endpoints]
         self.endpoint = format_endpoints(self.endpoints)
@@ -237,10 +231,12 @@ class Gateway:
             time.sleep(pause)
 
     def _unavailable(self, failures: _Failures) -> KVUnavailableError:
-        tried = "; ".join(f"{self._member_name(i)}: {reason}" for i, reason in failures.reasons.items())
+        members = {self._member_name(i): reason for i, reason in failures.reasons.items()}
+        tried = "; ".join(f"{member}: {reason}" for member, reason in members.items())
+        reason = tried or f"no answer within {self.read_timeout:g} s"
         return KVUnavailableError(
-            f"etcd at {self.endpoint} could not be reached ({tried or f'no answer within {self.read_timeout:g} s'}); "
-            f"{ADVICE}."
+            f"etcd at {self.endpoint} could not be reached ({reason}); {ADVICE}.",
+            endpoint=self.endpoint, reason=reason, members=members,
         )
 
     def _member_name(self, index: int) -> str:

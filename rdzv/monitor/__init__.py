@@ -8,18 +8,39 @@ whether etcd is reachable. No torch, panel or bokeh import.
 
 from __future__ import annotations
 
+from .describe import ESTIMATE_MARK, change_sentences, revision_kind, revision_time
 from .export import export_revisions
-from .model import ConnectionStatus, Revision, RunView, StoreItem
+from .history import estimated_write_time
+from .stats import DECODE_BUCKETS, DecodeTimes
+from .model import ConnectionStatus, Revision, RunView, StoreItem, diagnose_view, entry_at
 from .monitor import Monitor
-from .registry import get_monitor, shared_monitors
+from .read_history import RunHistory, RunNotFoundError, history_of, read_run_history
+from .replay import ReplayMonitor, replay
+from .registry import get_monitor, shared_monitors, stop_monitors
 
 __all__ = [
+    "DECODE_BUCKETS",
+    "DecodeTimes",
+    "estimated_write_time",
+    "ESTIMATE_MARK",
+    "change_sentences",
+    "diagnose_view",
+    "entry_at",
+    "revision_kind",
+    "revision_time",
     "ConnectionStatus",
     "Monitor",
     "Revision",
+    "ReplayMonitor",
+    "replay",
+    "RunHistory",
+    "RunNotFoundError",
+    "read_run_history",
+    "history_of",
     "RunView",
     "StoreItem",
     "export_revisions",
     "get_monitor",
     "shared_monitors",
+    "stop_monitors",
 ]

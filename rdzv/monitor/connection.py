@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 
 from .model import ConnectionStatus
 
 #: How long "recovered" is shown after etcd answers again (unless a change arrives sooner).
 RECOVERED_FOR = timedelta(seconds=10)
-
-_REASON = re.compile(r"could not be reached \((.*)\);")
-
-
-def unreachable_reason(error: BaseException) -> str:
-    """The few words of a KV error that say why etcd did not answer ("connection refused")."""
-    text = str(error)
-    found = _REASON.search(text)
-    return found.group(1) if found else text.rstrip(".")
-
 
 def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M:%S")

@@ -14,7 +14,7 @@ FORMATS = ("csv", "json")
 
 CSV_COLUMNS = (
     "run_id", "api", "revision", "seen_at", "size", "round", "complete", "closed", "participants", "waiting",
-    "redundant", "heartbeat_only", "resync", "skipped", "deleted", "error", "changes",
+    "redundant", "heartbeat_only", "resync", "skipped", "read_back", "time_estimated", "deleted", "error", "changes",
 )
 
 # A spreadsheet runs a cell starting with one of these as a formula; run ids and node
@@ -50,6 +50,9 @@ def _record(entry: Revision) -> dict[str, Any]:
         "heartbeat_only": entry.heartbeat_only,
         "resync": entry.resync,
         "skipped": entry.skipped,
+        "read_back": entry.read_back,
+        "time_estimated": entry.time_estimated,
+        "complete_from": entry.complete_from,
         "deleted": entry.deleted,
         "error": entry.error,
         "changes": [
@@ -79,7 +82,7 @@ def _csv(run_id: str, api: str | None, revisions: Sequence[Revision]) -> str:
             "" if snapshot is None else len(snapshot.participants),
             "" if snapshot is None else len(snapshot.wait_list),
             "" if snapshot is None else len(snapshot.redundancy_list),
-            entry.heartbeat_only, entry.resync, entry.skipped, entry.deleted,
+            entry.heartbeat_only, entry.resync, entry.skipped, entry.read_back, entry.time_estimated, entry.deleted,
             _cell(entry.error or ""), _cell(" ".join(_sentences(entry))),
         ])
     return out.getvalue()

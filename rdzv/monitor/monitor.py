@@ -6,17 +6,26 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 
-from ..kv import API_VERSIONS, KVError, connect, format_endpoints, parse_endpoints
+from ..kv import API_VERSIONS, Event, KVError, Target
+from ..diagnosis import Finding
+from ..rendezvous_settings import RendezvousSettings
+from ..state import RendezvousSnapshot
 from .connection import ConnectionTracker
 from .export import export_revisions
-from .keys import KeyLayout
 from .mirror import ApiMirror, Update
-from .model import ConnectionStatus, Revision, RunView, StoreItem, utc_now
+from .model import ConnectionStatus, Revision, RunView, StoreItem, diagnose_view, entry_at, utc_now
 from .published import Published
+from .stats import DecodeTimes
 from .watcher import WATCH_TIMEOUT, ApiWatcher
 
 logger = logging.getLogger(__name__)
+
+READ_TIMEOUT = 5.0
+"""Seconds a monitor waits for etcd per request unless its target says otherwise: a viewer
+should say \"unreachable\" quickly, unlike a training job."""
 
 
 class Monitor:
@@ -30,36 +39,34 @@ class Monitor:
     :meth:`subscribe`. Use :func:`rdzv.monitor.get_monitor` to share one monitor between
     viewers; creating one directly gives a private, not yet started monitor.
 
-    Raises ``ValueError`` for a bad endpoint, API, protocol, history limit or timeout.
+    ``target`` is a :class:`~rdzv.kv.Target` or an endpoint string; ``prefix`` and
+    ``settings`` (``api``, ``protocol``, ``ca_cert``, ``ssl_cert``, ``ssl_cert_key``,
+    ``read_timeout``) are applied to it.
+
+    Raises ``ValueError`` (:class:`~rdzv.kv.TargetError`) for a bad setting or history limit.
     """
 
     def __init__(
         self,
-        endpoint: str,
-        prefix: str = "/torch/elastic",
+        target: Target | str | None,
+        prefix: str | None = None,
         *,
-        api: str | None = None,
-        protocol: str = "http",
-        ssl_cert: str | None = None,
-        ssl_cert_key: str | None = None,
-        ca_cert: str | None = None,
         history_limit: int = 500,
-        read_timeout: float = 5,
+        **settings: Any,
     ) -> None:
-        if api not in (None, *API_VERSIONS):
-            raise ValueError(f"The etcd API must be 'v2', 'v3' or None (every API the server offers), not {api!r}.")
+        if prefix is not None:
+            settings["prefix"] = prefix
+        #: Where the monitor looks (its read timeout, if unset, is :data:`READ_TIMEOUT`).
+        self.target = Target.of(target, **settings)
         if isinstance(history_limit, bool) or not isinstance(history_limit, int) or history_limit < 1:
             raise ValueError(f"The history limit must be a positive number of revisions, not {history_limit!r}.")
-        self._layout = KeyLayout(prefix)
-        self.endpoint = format_endpoints(parse_endpoints(endpoint))
-        self.prefix = self._layout.prefix
+        self._layout = self.target.layout
+        self.endpoint = self.target.endpoint
+        self.prefix = self.target.prefix
         self.history_limit = history_limit
-        self._candidates = (api,) if api else API_VERSIONS
-        self._auto = api is None
-        self._connect_options = dict(
-            read_timeout=read_timeout, protocol=protocol, ssl_cert=ssl_cert, ssl_cert_key=ssl_cert_key, ca_cert=ca_cert
-        )
-        connect(self.endpoint, self._candidates[0], **self._connect_options).close()  # validates; sends nothing
+        self._candidates = self.target.apis
+        self._auto = self.target.api is None
+        self._read_timeout = self.target.read_timeout or READ_TIMEOUT
         #: The APIs being followed; with ``api=None``, those that answered so far.
         self.apis: tuple[str, ...] = () if self._auto else self._candidates
         self._data = Published(history_limit)
@@ -71,8 +78,11 @@ class Monitor:
         self._following: set[str] = set()
         self._watchers: list[ApiWatcher] = []
         # Kept across stop/start, so a restarted monitor re-lists instead of starting over.
-        self._mirrors = {api: ApiMirror(api, self._layout) for api in self._candidates}
+        #: How long each state decode took (see :mod:`rdzv.monitor.stats`).
+        self.decode_times = DecodeTimes()
+        self._mirrors = {api: ApiMirror(api, self._layout, self.decode_times) for api in self._candidates}
         self._subscribers: tuple[Callable[[int], None], ...] = ()
+        self._observers: tuple[Callable[..., None], ...] = ()
         self._retired_requests = 0
         self._on_stop: Callable[[Monitor], None] | None = None
 
@@ -93,9 +103,9 @@ class Monitor:
                 return self
             self._following = set(self._candidates)
             for api in self._candidates:
-                kv = connect(self.endpoint, api, **self._connect_options)
+                kv = self.target.connect(api, read_timeout=self._read_timeout)
                 name = f"rdzv-monitor {api} {self.endpoint}{self.prefix}"
-                watcher = ApiWatcher(kv, self._mirrors[api], self, name=name)
+                watcher = ApiWatcher(kv, self._mirrors[api], self, name=name, read_back_limit=self.history_limit - 1)
                 self._watchers.append(watcher)
                 watcher.start()
         return self
@@ -111,7 +121,7 @@ class Monitor:
                 on_stop(self)
             for watcher in watchers:
                 watcher.stop()
-            timeout = float(self._connect_options["read_timeout"]) + WATCH_TIMEOUT + 2
+            timeout = self._read_timeout + WATCH_TIMEOUT + 2
             for watcher in watchers:
                 # Not the current thread (stop() called by a subscriber): it ends when the callback returns.
                 if watcher.thread is not threading.current_thread() and not watcher.join(timeout):
@@ -157,9 +167,45 @@ class Monitor:
         """The latest view of ``run_id`` (on ``api``, if given), or ``None`` if never seen."""
         return self._data.run(run_id, api)
 
+    def settings(self, run_id: str, given: RendezvousSettings | None = None, api: str | None = None
+                 ) -> RendezvousSettings:
+        """The rendezvous settings of ``run_id``: those its handlers published (rdzv's plugins
+        do), over ``given`` (what the viewer was told: torchrun's flags), over torch's defaults."""
+        base = given or RendezvousSettings()
+        published = self._data.settings(run_id, api)
+        return base.merged(published) if published is not None else base
+
+    def published_settings(self, run_id: str, api: str | None = None) -> RendezvousSettings | None:
+        """The settings ``run_id``'s handlers published beside its state (rdzv's plugins do), if any."""
+        return self._data.settings(run_id, api)
+
+    def diagnose(self, run_id: str, given: RendezvousSettings | None = None, now: datetime | None = None,
+                 api: str | None = None) -> tuple[Finding, ...]:
+        """What ``run_id`` is waiting for and what torch does next (:func:`rdzv.diagnosis.diagnose`)
+        at ``now`` (default: the current time), under :meth:`settings`; ``()`` for an unknown run."""
+        view = self.run(run_id, api)
+        if view is None:
+            return ()
+        return diagnose_view(view, self.settings(run_id, given, api), now or utc_now())
+
     def history(self, run_id: str, api: str | None = None) -> list[Revision]:
         """The revisions of ``run_id`` seen, oldest first, at most ``history_limit``; [] if unknown."""
         return self._data.history(run_id, api)
+
+    def revisions_seen(self, run_id: str, api: str) -> tuple[int, int]:
+        """``(revisions of run_id seen on api, of which skipped without decoding)`` since the start."""
+        return self._data.revisions_seen(run_id, api)
+
+    def revision_at(self, run_id: str, revision: int, api: str | None = None) -> Revision | None:
+        """The history entry in force at ``revision``: the newest of ``run_id``'s entries at or
+        before it, or ``None`` when the history holds none that old."""
+        return entry_at(self.history(run_id, api), revision)
+
+    def state_at(self, run_id: str, revision: int, api: str | None = None) -> RendezvousSnapshot | None:
+        """The state of ``run_id`` as it was at ``revision`` (time travel), or ``None`` when the
+        history does not reach back that far or the state was deleted or undecodable then."""
+        entry = self.revision_at(run_id, revision, api)
+        return None if entry is None else entry.snapshot
 
     def store_items(self) -> list[StoreItem]:
         """Every store key below ``<prefix>/store/``, decoded, sorted by key."""
@@ -199,6 +245,27 @@ class Monitor:
             elif update.from_events:
                 status = self._tracker.tick(now) or status
             self._publish(update, status)
+
+    def observed(self, api: str, events: list[Event], *, read_back: bool = False, listing: int | None = None) -> None:
+        for observer in self._observers:
+            try:
+                observer(api, events, read_back=read_back, listing=listing)
+            except Exception:
+                logger.exception("A monitor observer failed; the monitor carries on.")
+
+    def observe(self, observer: Callable[..., None]) -> Callable[[], None]:
+        """Call ``observer(api, events, read_back=..., listing=...)`` from a watcher thread with
+        the raw values the monitor reads, before it applies them (see
+        :meth:`rdzv.monitor.watcher.WatcherSink.observed`): what a recorder writes down.
+        Returns the function that removes it."""
+        with self._lock:
+            self._observers = (*self._observers, observer)
+
+        def remove() -> None:
+            with self._lock:
+                self._observers = tuple(o for o in self._observers if o is not observer)
+
+        return remove
 
     def failed(self, api: str, reason: str, *, answered: bool = False) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from collections import deque
 from types import MappingProxyType
 from typing import Mapping
 
+from ..rendezvous_settings import RendezvousSettings
 from .mirror import Update
 from .model import Revision, RunView, StoreItem
 
@@ -35,6 +36,8 @@ class Published:
         self._store: Mapping[tuple[str, str], StoreItem] = MappingProxyType({})
         self._store_sorted: tuple[StoreItem, ...] | None = ()
         self._apis: set[str] = set()
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}  # (api, run) -> (revisions, skipped)
+        self._settings: Mapping[tuple[str, str], RendezvousSettings] = MappingProxyType({})
 
     # -- writers ----------------------------------------------------------------
 
@@ -46,6 +49,14 @@ class Published:
             self._apis.add(update.api)
             if update.views:
                 self._apply_runs(update)
+            if update.settings:
+                settings = dict(self._settings)
+                for run_id, published in update.settings.items():
+                    if published is None:
+                        settings.pop((update.api, run_id), None)
+                    else:
+                        settings[(update.api, run_id)] = published
+                self._settings = MappingProxyType(settings)
             if update.store_put or update.store_removed:
                 store = dict(self._store)
                 for key in update.store_removed:
@@ -72,6 +83,8 @@ class Published:
             if history is None:
                 history = self._histories[(update.api, entry.run_id)] = deque(maxlen=self.history_limit)
             history.append(entry)
+            seen, skipped = self._seen.get((update.api, entry.run_id), (0, 0))
+            self._seen[(update.api, entry.run_id)] = (seen + 1 + entry.skipped, skipped + entry.skipped)
         views = dict(self._views)
         runs = dict(self._runs)
         for run_id, view in update.views.items():
@@ -89,6 +102,17 @@ class Published:
         if api is None:
             return self._runs.get(run_id)
         return self._views.get((api, run_id))
+
+    def revisions_seen(self, run_id: str, api: str) -> tuple[int, int]:
+        """``(revisions seen, of which skipped without decoding)`` of ``run_id`` on ``api``."""
+        with self.condition:
+            return self._seen.get((api, run_id), (0, 0))
+
+    def settings(self, run_id: str, api: str | None = None) -> RendezvousSettings | None:
+        if api is None:
+            view = self._runs.get(run_id)
+            api = view.api if view is not None else None
+        return self._settings.get((api, run_id)) if api else None
 
     def history(self, run_id: str, api: str | None = None) -> list[Revision]:
         with self.condition:

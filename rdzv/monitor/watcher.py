@@ -6,8 +6,7 @@ import logging
 import threading
 from typing import Protocol
 
-from ..kv import KV, KVCompactedError, KVError, KVUnavailableError
-from .connection import unreachable_reason
+from ..kv import KV, Event, KVCompactedError, KVError, KVUnavailableError, ReadBack
 from .mirror import ApiMirror, Update
 from .model import utc_now
 
@@ -34,6 +33,11 @@ class WatcherSink(Protocol):
     def refused(self, api: str, error: KVError) -> bool:
         """etcd refused the first listing of ``api``; return True to stop following that API."""
 
+    def observed(self, api: str, events: list[Event], *, read_back: bool = False, listing: int | None = None) -> None:
+        """The raw values read, in order, before they are applied: events read back from
+        etcd's history (``read_back``), a listing's keys as puts (``listing``: the listing's
+        revision; a key not in it is gone), or watch events."""
+
 
 class ApiWatcher:
     """A daemon thread keeping ``mirror`` up to date with ``kv`` and reporting to ``sink``.
@@ -41,14 +45,17 @@ class ApiWatcher:
     It lists the prefix (one request), then watches from the listing's revision + 1 in
     requests of :data:`WATCH_TIMEOUT` seconds. When etcd no longer keeps the revision
     (compaction, v2's 1,000-event window) or stops answering, it re-lists as soon as it
-    can, so nothing is missed; those entries are marked ``resync``. An unexpected
+    can, so nothing is missed; those entries are marked ``resync``. A run seen for the first
+    time, or re-listed after missed events, gets its earlier revisions read back from etcd (at
+    most ``read_back_limit``; see :meth:`rdzv.kv.KV.read_back`). An unexpected
     exception is logged and followed by a re-list; it never ends the thread.
     ``requests`` counts the KV calls made (one etcd request each, unless the client fails
     over to another member).
     """
 
-    def __init__(self, kv: KV, mirror: ApiMirror, sink: WatcherSink, *, name: str) -> None:
+    def __init__(self, kv: KV, mirror: ApiMirror, sink: WatcherSink, *, name: str, read_back_limit: int = 0) -> None:
         self.api = kv.api
+        self.read_back_limit = read_back_limit
         self.kv = kv
         self.mirror = mirror
         self.layout = mirror.layout
@@ -77,6 +84,21 @@ class ApiWatcher:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def _read_back(self, key: str, revision: int) -> ReadBack | None:
+        """The revisions of ``key`` before ``revision`` that etcd still keeps (at most
+        ``read_back_limit``), or ``None`` when they are not wanted or cannot be read (the
+        monitor carries on without them)."""
+        if self.read_back_limit < 1:
+            return None
+        self.requests += 1
+        try:
+            found = self.kv.read_back(key, revision, self.read_back_limit)
+            self._sink.observed(self.api, list(found.events), read_back=True)
+            return found
+        except KVError as exc:
+            logger.warning("Could not read back the history of %s on %s: %s", key, self.api, exc)
+            return None
+
     def hold(self, timeout: float) -> bool:
         """Hold the thread before its next request (a testing aid); True once it is held."""
         self._open.clear()
@@ -97,20 +119,24 @@ class ApiWatcher:
                     if next_revision is None:
                         self.requests += 1
                         listing = self.kv.list(self.layout.watched)
-                        self._sink.applied(self.api, mirror.apply_listing(listing, utc_now()))
+                        update = mirror.apply_listing(listing, utc_now(), self._read_back)
+                        self._sink.observed(self.api, [Event("put", item.key, item.value, item.revision)
+                                                       for item in listing.items], listing=listing.revision)
+                        self._sink.applied(self.api, update)
                         next_revision = listing.revision + 1
                         continue
                     self.requests += 1
                     events = self.kv.watch(self.layout.watched, next_revision, WATCH_TIMEOUT)
                     if events:
                         next_revision = events[-1].revision + 1
+                    self._sink.observed(self.api, events)
                     self._sink.applied(self.api, mirror.apply_events(events, utc_now()))
                 except KVCompactedError as exc:
                     logger.info("The %s watch missed events (%s); re-listing %s.", self.api, exc, self.layout.watched)
                     next_revision = None
                 except KVUnavailableError as exc:
                     next_revision = None
-                    self._sink.failed(self.api, unreachable_reason(exc))
+                    self._sink.failed(self.api, exc.reason)
                     self._stopping.wait(RETRY_INTERVAL)
                 except KVError as exc:
                     if not mirror.listed and self._sink.refused(self.api, exc):

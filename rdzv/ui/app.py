@@ -1,14 +1,18 @@
-"""Dashboard: every view of one Monitor on one page, refreshed by a per-session periodic callback."""
+"""Dashboard: every view of one Monitor on one page, told of each change by the monitor (pushed to
+the session's document), or polling it where there is no served session (notebooks)."""
 
 from __future__ import annotations
 
 import html
+import threading
 import time
+from collections.abc import Callable
 
 import panel as pn
 import param
 from panel.viewable import Viewer
 
+from ..rendezvous_settings import RendezvousSettings
 from .close_run import CloseRunAction
 from .connection_banner import ConnectionBanner
 from .export import HistoryExport
@@ -18,7 +22,9 @@ from .round_card import RoundCard
 from .store_browser import StoreBrowser
 from .style import STYLESHEET
 from ..text import utc_now
+from .time_travel import TimeTravelBar
 from .timeline import TimelineView
+from .whats_happening import WhatsHappening
 
 TICK_SECONDS = 1.0
 """How often the clock-only cells (ages, countdowns) are refreshed."""
@@ -28,47 +34,67 @@ class Dashboard(Viewer):
     """The fleet of runs, the selected run's round, nodes, revisions and event log, the store,
     the connection banner, history downloads and (only with ``allow_writes``) closing a run.
 
-    Every ``poll_ms`` milliseconds the page's callback compares ``monitor.version`` with the
-    version it last showed and updates the views only when it moved; once a second it
-    refreshes the ages and countdowns. Selecting a row in the runs table selects the run.
+    Each change of the monitor refreshes the views of a served page (see :meth:`start`); a
+    notebook's page compares ``monitor.version`` with the version it last showed every
+    ``poll_ms`` milliseconds. Views update only when the version moved; once a second the ages
+    and countdowns are refreshed. Selecting a row in the runs table selects the run.
     """
 
     monitor = param.Parameter(doc="The rdzv.monitor.Monitor shown (shared with other sessions).")
     run_id = param.String(default=None, allow_None=True, doc="The selected run; None picks the first run found.")
     allow_writes = param.Boolean(default=False, constant=True, doc="Offer the close-run action (with confirmation).")
     poll_ms = param.Integer(default=300, bounds=(50, 10_000), doc="Milliseconds between version checks.")
-    heartbeat_expiry = param.Number(default=15.0, bounds=(0, None), doc="Seconds of silence before a node is stale.")
-    connect_options = param.Dict(default={}, doc="TLS options for the close-run action's own etcd client.")
+    settings = param.ClassSelector(class_=RendezvousSettings, default=RendezvousSettings(), doc=(
+        "The rendezvous settings of the runs shown (torchrun's --nnodes and --rdzv-conf)."))
+    as_of = param.Integer(default=None, allow_None=True, doc=(
+        "Time travel: the revision the run views show (None: live); see TimeTravelBar."))
     subtitle = param.String(default="", doc="A line under the title, e.g. saying this is the demo.")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         run = dict(monitor=self.monitor, run_id=self.run_id)
         self.banner = ConnectionBanner(monitor=self.monitor)
-        self.fleet = FleetView(monitor=self.monitor, selected=self.run_id)
-        self.round_card = RoundCard(heartbeat_expiry=self.heartbeat_expiry, **run)
-        self.participants = ParticipantsView(heartbeat_expiry=self.heartbeat_expiry, **run)
+        self.fleet = FleetView(monitor=self.monitor, selected=self.run_id, settings=self.settings)
+        self.whats_happening = WhatsHappening(settings=self.settings, **run)
+        self.round_card = RoundCard(settings=self.settings, **run)
+        self.participants = ParticipantsView(settings=self.settings, **run)
         self.timeline = TimelineView(**run)
+        self.time_travel = TimeTravelBar(**run)
         self.export = HistoryExport(**run)
         self.store = StoreBrowser(monitor=self.monitor)
-        self.close_action = CloseRunAction(connect_options=self.connect_options, **run) if self.allow_writes else None
-        self.views = [self.banner, self.fleet, self.round_card, self.participants, self.timeline, self.store]
+        self.close_action = CloseRunAction(**run) if self.allow_writes else None
+        self.views = [self.banner, self.fleet, self.time_travel, self.whats_happening, self.round_card,
+                      self.participants, self.timeline, self.store]
         self.fleet.param.watch(lambda event: setattr(self, "run_id", event.new), "selected")
+        self.time_travel.param.watch(lambda event: setattr(self, "as_of", event.new), "as_of")
+        self.timeline.param.watch(lambda event: setattr(self, "as_of", event.new), "picked")
         self._shown_version: int | None = None
         self._last_tick = 0.0
         self._callback = None
         self._layout = None
+        self._document = None  # the served session's Bokeh document, when changes are pushed
+        self._unsubscribe: Callable[[], None] | None = None
+        self._scheduled = threading.Lock()  # held from a change's arrival until its refresh runs
+        #: Refreshes run because the monitor told this page of a change.
+        self.pushes = 0
 
     @param.depends("run_id", watch=True)
     def _select_run(self) -> None:
         self.fleet.selected = self.run_id
-        for view in (self.round_card, self.participants, self.timeline, self.export, self.close_action):
+        self.as_of = None
+        for view in (self.whats_happening, self.round_card, self.participants, self.timeline, self.export,
+                     self.close_action, self.time_travel):
             if view is not None:
                 view.run_id = self.run_id
 
+    @param.depends("as_of", watch=True)
+    def _travel(self) -> None:
+        for view in (self.time_travel, self.whats_happening, self.round_card, self.participants, self.timeline):
+            view.as_of = self.as_of
+
     def refresh(self) -> bool:
-        """One poll: update every view if the monitor's version moved, tick the clocks once a
-        second. Returns whether the version had moved. Never raises (views log their failures)."""
+        """Update every view if the monitor's version moved, and tick the clocks if a second
+        passed. Returns whether the version had moved. Never raises (views log their failures)."""
         version = self.monitor.version
         moved = version != self._shown_version
         if moved:
@@ -78,11 +104,19 @@ class Dashboard(Viewer):
             if self.run_id is None:
                 self._pick_run()
         if time.monotonic() - self._last_tick >= TICK_SECONDS:
-            self._last_tick = time.monotonic()
-            now = utc_now()
-            for view in self.views:
-                view.tick(now)
+            self._tick_clocks()
+        if self._layout is not None:
+            # In a notebook nothing sends the views' own Bokeh models (tables, plot) to the page
+            # but this (a server session sends them itself; there it does nothing).
+            pn.io.push_notebook(self._layout)
         return moved
+
+    def _tick_clocks(self) -> None:
+        """Move what changes with the clock alone (ages, countdowns, findings that time brings)."""
+        self._last_tick = time.monotonic()
+        now = utc_now()
+        for view in self.views:
+            view.tick(now)
 
     def _pick_run(self) -> None:
         runs = sorted(self.monitor.runs().values(), key=lambda run: (run.deleted or run.snapshot is None, run.run_id))
@@ -90,13 +124,46 @@ class Dashboard(Viewer):
             self.run_id = runs[0].run_id
 
     def start(self) -> None:
-        """Start polling in the current session (or notebook); idempotent."""
-        if self._callback is None:
-            self.refresh()
+        """Follow the monitor in the current session (or notebook); idempotent.
+
+        In a served session the monitor's changes are pushed: each one schedules a refresh on
+        the session's own document (Bokeh runs it on the session's thread with the document
+        locked), coalescing changes that arrive before it runs; a one-second callback moves the
+        clocks. Elsewhere (a notebook) the page polls the monitor every ``poll_ms``. A session
+        that closes stops both (Panel's ``on_session_destroyed``)."""
+        if self._callback is not None:
+            return
+        self.refresh()
+        document = pn.state.curdoc
+        if document is not None and document.session_context is not None:
+            self._document = document
+            self._unsubscribe = self.monitor.subscribe(self._changed)
+            self._callback = pn.state.add_periodic_callback(self._tick_clocks, period=int(TICK_SECONDS * 1000))
+            pn.state.on_session_destroyed(lambda _context: self.stop())
+        else:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=self.poll_ms)
 
+    def _changed(self, _version: int) -> None:
+        """From a watcher thread: schedule one refresh, unless one is already waiting to run."""
+        document = self._document
+        if document is None or not self._scheduled.acquire(blocking=False):
+            return
+        try:
+            document.add_next_tick_callback(self._pushed)
+        except Exception:  # the session is gone: nothing to push to
+            self._scheduled.release()
+            self.stop()
+
+    def _pushed(self) -> None:
+        self._scheduled.release()  # changes arriving from now on schedule another refresh
+        self.pushes += 1
+        self.refresh()
+
     def stop(self) -> None:
-        """Stop polling; the views keep what they show."""
+        """Stop following the monitor; the views keep what they show."""
+        unsubscribe, self._unsubscribe, self._document = self._unsubscribe, None, None
+        if unsubscribe is not None:
+            unsubscribe()
         if self._callback is not None:
             self._callback.stop()
             self._callback = None
@@ -116,11 +183,13 @@ class Dashboard(Viewer):
             stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(5, 5, 0, 5),
         )
         actions = [self.export] + ([self.close_action] if self.close_action is not None else [])
-        run_column = pn.Column(self.round_card, self.participants, *actions, sizing_mode="stretch_width")
+        run_column = pn.Column(self.whats_happening, self.round_card, self.participants, *actions,
+                               sizing_mode="stretch_width")
         return pn.Column(
             header,
             self.banner,
             self.fleet,
+            self.time_travel,
             pn.Row(run_column, self.timeline, sizing_mode="stretch_width"),
             self.store,
             sizing_mode="stretch_width",

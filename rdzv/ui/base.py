@@ -88,13 +88,34 @@ class MarkupView(MonitorView):
 
 
 class RunScopedView(MonitorView):
-    """A view of one run of the monitor, chosen by ``run_id`` (None: no run selected)."""
+    """A view of one run of the monitor, chosen by ``run_id`` (None: no run selected), live or,
+    with ``as_of`` (time travel), as it was at that revision."""
 
     run_id = param.String(default=None, allow_None=True, doc="The run shown; None shows nothing.")
+    as_of = param.Integer(default=None, allow_None=True, doc=(
+        "Show the run as it was at this revision (its history entry then); None: live."))
 
-    @param.depends("run_id", watch=True)
+    @param.depends("run_id", "as_of", watch=True)
     def _run_changed(self) -> None:
         self.update(force=True)
+
+    def reading(self):
+        """What the view shows of the run: its live view, or the history entry in force at
+        ``as_of``; ``None`` when there is none. Both carry ``run_id``, ``snapshot``, ``error``
+        and ``deleted``."""
+        if not self.run_id:
+            return None
+        if self.as_of is None:
+            return self.monitor.run(self.run_id)
+        return self.monitor.revision_at(self.run_id, self.as_of)
+
+    def moment(self, now: datetime) -> datetime:
+        """The time the view's ages and countdowns are told at: ``now`` live, or when the
+        revision shown was written."""
+        if self.as_of is None or not self.run_id:
+            return now
+        entry = self.monitor.revision_at(self.run_id, self.as_of)
+        return now if entry is None else entry.seen_at
 
 
 def section(heading: str, *items: object, **options) -> pn.Column:

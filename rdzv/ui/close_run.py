@@ -1,51 +1,33 @@
-"""CloseRunAction: the dashboard's one write, closing the selected run — offered only when the
-app was started with ``--allow-writes``, and done only after a confirmation."""
+"""CloseRunAction: the dashboard's one write, closing the selected run — offered only to those
+who may write (``--allow-writes`` on loopback, or a name in ``--writers``; see
+:mod:`rdzv.ui.auth`), and done only after a confirmation. The write itself, and its line in the
+audit log, is :func:`rdzv.run_closing.close_run`; this view only asks and reports, the audit line
+included."""
 
 from __future__ import annotations
 
 import html
 import logging
 from datetime import datetime
-from typing import Any
 
 import panel as pn
 import param
 
+from ..audit import AuditLog
+from ..run_closing import CloseRunAuditError, CloseRunError, close_run
 from .base import RunScopedView
 from .style import STYLESHEET
 
 logger = logging.getLogger("rdzv.ui")
 
 
-def close_run(endpoint: str, api: str, prefix: str, run_id: str, **connect_options: Any) -> None:
-    """Close ``run_id`` the way torch does (its handler's ``set_closed``): every node of the run
-    stops at its next rendezvous and the run cannot be joined again.
-
-    ``connect_options`` are :func:`rdzv.kv.connect`'s TLS and timeout options. Raises
-    torch's ``RendezvousError`` subclasses when etcd does not answer or the state is corrupt.
-    """
-    from torch.distributed import HashStore
-    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
-
-    from ..backend import EtcdRendezvousBackend
-    from ..kv import connect
-
-    kv = connect(endpoint, api, **connect_options)
-    try:
-        backend = EtcdRendezvousBackend(kv, run_id, key_prefix=f"{prefix.rstrip('/')}/rendezvous")
-        # The store is never used by the close operation; a local one keeps it off etcd.
-        handler = DynamicRendezvousHandler.from_backend(
-            run_id, HashStore(), backend, min_nodes=1, max_nodes=1, local_addr="rdzv-dashboard"
-        )
-        handler.set_closed()
-    finally:
-        kv.close()
-
-
 class CloseRunAction(RunScopedView):
-    """A "Close run…" button that asks for confirmation before calling :func:`close_run`."""
+    """A "Close run…" button that asks for confirmation before calling :func:`close_run`, which
+    appends the write to ``audit`` (default: :func:`rdzv.audit.default_audit_path`)."""
 
-    connect_options = param.Dict(default={}, doc="TLS and timeout options for rdzv.kv.connect.")
+    audit = param.ClassSelector(class_=AuditLog, default=None, allow_None=True, doc="Where writes are recorded.")
+    user = param.String(default=None, allow_None=True, doc="The signed-in name of whoever uses this page.")
+    client = param.String(default=None, allow_None=True, doc="The address this page was requested from.")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -80,17 +62,32 @@ class CloseRunAction(RunScopedView):
         if run is None:
             self._say(f"Run '{self.run_id}' is no longer in etcd; nothing to close.", "bad")
             return
+        audit = self.audit if self.audit is not None else AuditLog()
         try:
-            close_run(self.monitor.endpoint, run.api, self.monitor.prefix, run.run_id, **self.connect_options)
-        except Exception as exc:
-            logger.warning("Closing run %r failed: %s", run.run_id, exc)
-            self._say(f"Run '{run.run_id}' could not be closed ({exc}); check that etcd is reachable and retry.", "bad")
+            closed = close_run(self.monitor.target, run.run_id, api=run.api, audit=audit, user=self.user,
+                               client=self.client)
+        except CloseRunAuditError as exc:
+            logger.error("%s", exc)
+            self._say(f"Run '{run.run_id}' is closed.", "good", f"{exc}", "bad")
             return
-        logger.info("Closed run %r from the dashboard.", run.run_id)
-        self._say(f"Run '{run.run_id}' is closed.", "good")
+        except CloseRunError as exc:
+            logger.warning("%s", exc)
+            self._say(str(exc), "bad", *(self._audit_line(audit, exc.audit.sentence()) if exc.audit else ()))
+            return
+        line = closed.audit.sentence() if closed.audit else ""
+        logging.getLogger("rdzv.audit").info("%s", line)
+        self._say(f"Run '{run.run_id}' is closed.", "good", *self._audit_line(audit, line))
 
-    def _say(self, text: str, tone: str) -> None:
-        self.message.object = f"<span class='rdzv-{tone}'>{html.escape(text)}</span>" if text else ""
+    @staticmethod
+    def _audit_line(audit: AuditLog, line: str) -> tuple[str, str]:
+        return f"Audit log ({audit.path}): {line}", "muted"
+
+    def _say(self, text: str, tone: str, note: str = "", note_tone: str = "muted") -> None:
+        """Show ``text``, and ``note`` (e.g. the audit line) on a line of its own below it."""
+        shown = f"<span class='rdzv-{tone}'>{html.escape(text)}</span>" if text else ""
+        if note:
+            shown += f"<div class='rdzv-{note_tone}' data-role='audit'>{html.escape(note)}</div>"
+        self.message.object = shown
 
     @param.depends("run_id", watch=True)
     def _enable(self) -> None:

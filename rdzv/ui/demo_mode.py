@@ -8,20 +8,25 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from ..rendezvous_settings import RendezvousSettings
+
 logger = logging.getLogger("rdzv.ui")
 
 DEMO_RUN_ID = "demo"
 DEMO_NODES = 3
+#: The demo cluster's rendezvous settings (DemoCluster's arguments), known to its dashboards.
+DEMO_CLUSTER = dict(min_nodes=2, max_nodes=5, last_call_timeout=2.0, join_timeout=600.0,
+                    keep_alive_interval=1.0, keep_alive_max_attempt=3)
 
 
 @dataclass
 class DemoEnvironment:
     """The process's demo: ``endpoint`` of its etcd, the ``run_id`` its nodes rendezvous in,
-    and how long a silent node takes to count as dead (``heartbeat_expiry``, seconds)."""
+    and the rendezvous ``settings`` its nodes use."""
 
     endpoint: str
     run_id: str
-    heartbeat_expiry: float
+    settings: RendezvousSettings
     server: object = field(repr=False)
     cluster: object = field(default=None, repr=False)
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -52,21 +57,18 @@ def demo_environment() -> DemoEnvironment:
 
             server = EtcdServer(enable_v2=True)
             server.start()
-            keep_alive_interval, max_attempts = 1.0, 3
             _demo = DemoEnvironment(endpoint=server.get_endpoint(), run_id=DEMO_RUN_ID,
-                                    heartbeat_expiry=keep_alive_interval * max_attempts, server=server)
+                                    settings=RendezvousSettings.provided(**DEMO_CLUSTER), server=server)
             atexit.register(_demo.shutdown)
-            threading.Thread(target=_start_cluster, args=(_demo, keep_alive_interval, max_attempts),
-                             name="rdzv-demo-start", daemon=True).start()
+            threading.Thread(target=_start_cluster, args=(_demo,), name="rdzv-demo-start", daemon=True).start()
         return _demo
 
 
-def _start_cluster(demo: DemoEnvironment, keep_alive_interval: float, max_attempts: int) -> None:
+def _start_cluster(demo: DemoEnvironment) -> None:
     try:
         from ..demo import DemoCluster, autopilot
 
-        cluster = DemoCluster(demo.endpoint, demo.run_id, min_nodes=2, max_nodes=5,
-                              keep_alive_interval=keep_alive_interval, keep_alive_max_attempt=max_attempts)
+        cluster = DemoCluster(demo.endpoint, demo.run_id, **DEMO_CLUSTER)
         demo.cluster = cluster
         if demo.stop.is_set():  # the process began exiting while torch was loading
             cluster.close()

@@ -8,6 +8,8 @@ import panel as pn
 import param
 from bokeh.models import ColumnDataSource
 
+from ..diagnosis import headline
+from ..rendezvous_settings import RendezvousSettings
 from .base import MonitorView, section
 from .sync import patch_column, sync_source
 from .tables import fit_height, text_table
@@ -20,6 +22,7 @@ COLUMNS = [
     ("participants", "participants", 90),
     ("waiting", "waiting", 70),
     ("state", "state", 100),
+    ("finding", "what's happening", 360),
     ("changed", "last change", 100),
 ]
 
@@ -39,6 +42,8 @@ class FleetView(MonitorView):
     """
 
     selected = param.String(default=None, allow_None=True, doc="The run id of the selected row.")
+    settings = param.ClassSelector(class_=RendezvousSettings, default=RendezvousSettings(), doc=(
+        "What the viewer was told of the runs' settings; a run's published settings win."))
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -46,6 +51,7 @@ class FleetView(MonitorView):
         self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True,
                                 multi_selectable=False)
         self._updated_at: list[datetime] = []
+        self._run_ids: list[str] = []
         self.source.selected.on_change("indices", self._on_select)
 
     def _build(self) -> pn.viewable.Viewable:
@@ -54,6 +60,7 @@ class FleetView(MonitorView):
     def _refresh(self, now: datetime) -> None:
         runs = sorted(self.monitor.runs().values(), key=lambda run: run.run_id)
         self._updated_at = [run.updated_at for run in runs]
+        self._run_ids = [run.run_id for run in runs]
         states = [run_state(run) for run in runs]
         columns = {
             "run_id": [run.run_id for run in runs],
@@ -62,6 +69,7 @@ class FleetView(MonitorView):
             "participants": [len(run.snapshot.participants) if run.snapshot else "" for run in runs],
             "waiting": [len(run.snapshot.wait_list) if run.snapshot else "" for run in runs],
             "state": states,
+            "finding": self._headlines(now),
             "changed": [since(moment, now) for moment in self._updated_at],
             "color": [STATE_COLORS[state] for state in states],
         }
@@ -71,6 +79,12 @@ class FleetView(MonitorView):
 
     def _tick(self, now: datetime) -> None:
         patch_column(self.source, "changed", [since(moment, now) for moment in self._updated_at])
+        patch_column(self.source, "finding", self._headlines(now))
+
+    def _headlines(self, now: datetime) -> list[str]:
+        """Each run's most important finding, in one line."""
+        found = (headline(self.monitor.diagnose(run_id, self.settings, now)) for run_id in self._run_ids)
+        return [finding.message if finding is not None else "" for finding in found]
 
     @param.depends("selected", watch=True)
     def _show_selection(self) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import html
 import logging
+from dataclasses import replace
 from collections.abc import Sequence
-from typing import Any
 
 import panel as pn
 
 from .app import Dashboard
-from .config import DEFAULT_POLL_MS, DEFAULT_PREFIX, ConfigError, DashboardConfig, check_config, parse_config
+from ..kv import Target
+from ..recording import RecordingError
+from ..rendezvous_settings import RendezvousSettings
+from .config import DEFAULT_POLL_MS, ConfigError, DashboardConfig, config_from_args, parse_config
 from .style import STYLESHEET
 
 logger = logging.getLogger("rdzv.ui")
@@ -20,63 +23,94 @@ TITLE = "rdzv dashboard"
 
 
 def load_extensions() -> None:
-    """Load the browser code the views need (Tabulator); harmless when already loaded."""
-    pn.extension("tabulator")
+    """Make sure the page can show the views; cheap when it already can.
+
+    In a Jupyter kernel, the first call for a page sends it BokehJS, Panel and Tabulator inline
+    from the installed packages (no CDN, no ``pn.extension`` cell needed), once per page (see
+    :mod:`rdzv.ui.jupyter`). Elsewhere (``panel serve``, a script) it declares Tabulator to
+    Panel, which serves the code itself."""
+    from .jupyter import jupyter_page, load_in_notebook
+
+    page = jupyter_page()
+    if page is None:
+        pn.extension("tabulator")
+    else:
+        load_in_notebook(page)
 
 
 def dashboard(
-    endpoint: str | None = None,
+    endpoint: str | Target | None = None,
     run_id: str | None = None,
-    prefix: str = DEFAULT_PREFIX,
+    prefix: str | None = None,
     *,
     api: str | None = None,
     allow_writes: bool = False,
     poll_ms: int = DEFAULT_POLL_MS,
-    heartbeat_expiry: float | None = None,
-    protocol: str = "http",
+    nnodes: str | None = None,
+    rdzv_conf: str | None = None,
+    settings: RendezvousSettings | None = None,
+    protocol: str | None = None,
     ca_cert: str | None = None,
     ssl_cert: str | None = None,
     ssl_cert_key: str | None = None,
+    timeout: float | None = None,
+    replay: str | None = None,
 ) -> Dashboard:
-    """A live dashboard of the rendezvous runs at ``endpoint`` (``"host:port[,host:port]"``),
-    for a notebook cell or any Panel layout; ``run_id`` is selected first.
+    """A live dashboard of the rendezvous runs at ``endpoint`` (``"host:port[,host:port]"`` or a
+    :class:`~rdzv.kv.Target`), for a notebook cell or any Panel layout; ``run_id`` is selected first.
 
-    It shares the process's monitor for these settings (``rdzv.monitor.get_monitor``), so
-    several dashboards cost one etcd watcher. With ``endpoint=None`` it shows the demo: a
-    throwaway etcd and a simulated cluster on autopilot, shared by the whole process.
-    ``heartbeat_expiry`` (default 15 s, the demo's 3 s) is when a silent node counts as stale.
+    Settings not given here come from the ``RDZV_*`` variables, as for ``rdzv dashboard``. The
+    run's rendezvous settings come from ``settings``, or torchrun's own syntax (``nnodes="2:4"``,
+    ``rdzv_conf="last_call_timeout=30,keep_alive_interval=5"``): they decide when a node counts as
+    stale. It shares the process's monitor for these settings (``rdzv.monitor.get_monitor``), so
+    several dashboards cost one etcd watcher. With no endpoint anywhere it shows the demo: a
+    throwaway etcd and a simulated cluster on autopilot, shared by the whole process. With
+    ``replay=FILE`` it shows a recording (``rdzv record``) instead, with no etcd at all.
     The result is a Panel ``Viewer``: display it, put it in a layout, or call ``.servable()``.
 
     Raises:
         ConfigError: a bad setting, with a sentence saying which.
     """
-    config = DashboardConfig(
-        endpoint=endpoint, run_id=run_id, prefix=prefix, api=api, protocol=protocol, ca_cert=ca_cert,
-        ssl_cert=ssl_cert, ssl_cert_key=ssl_cert_key, allow_writes=allow_writes, poll_ms=poll_ms,
-        heartbeat_expiry=heartbeat_expiry if heartbeat_expiry is not None else DashboardConfig.heartbeat_expiry,
-    )
-    check_config(config)
+    given = dict(run_id=run_id, prefix=prefix, api=api, protocol=protocol, ca_cert=ca_cert, ssl_cert=ssl_cert,
+                 ssl_cert_key=ssl_cert_key, timeout=timeout, nnodes=nnodes, rdzv_conf=rdzv_conf,
+                 allow_writes=allow_writes, poll_ms=poll_ms, replay=replay)
+    if isinstance(endpoint, Target):  # its fields, unless given here too
+        for name in ("prefix", "api", "protocol", "ca_cert", "ssl_cert", "ssl_cert_key"):
+            given[name] = given[name] if given[name] is not None else getattr(endpoint, name)
+        given["timeout"] = given["timeout"] or endpoint.read_timeout
+        endpoint = endpoint.endpoint
+    config = config_from_args({**given, "endpoint": endpoint}, spell=_keyword)
+    if settings is not None:
+        config = replace(config, settings=config.settings.merged(settings) if config.settings.given else settings)
     load_extensions()
-    return build_dashboard(config, demo_expiry=heartbeat_expiry is None)
+    return build_dashboard(config)
 
 
-def build_dashboard(config: DashboardConfig, *, demo_expiry: bool = True) -> Dashboard:
-    """The Dashboard for checked settings; the demo when ``config.endpoint`` is None (then the
-    demo's heartbeat expiry replaces the configured one if ``demo_expiry``)."""
+def _keyword(name: str) -> str:
+    return f"{name}="
+
+
+def build_dashboard(config: DashboardConfig) -> Dashboard:
+    """The Dashboard for checked settings; the demo (with the demo cluster's settings, unless
+    some were given) when ``config.target`` is None."""
     from ..monitor import get_monitor
 
-    endpoint, run_id, expiry, subtitle = config.endpoint, config.run_id, config.heartbeat_expiry, ""
+    target, run_id, settings, subtitle = config.target, config.run_id, config.settings, ""
+    if config.replay is not None:
+        from ..monitor import replay
+
+        monitor = replay(config.replay)
+        return Dashboard(monitor=monitor, run_id=run_id, allow_writes=False, poll_ms=config.poll_ms,
+                         settings=settings, subtitle=f"replay of {config.replay}")
     if config.demo:
         from .demo_mode import demo_environment
 
         demo = demo_environment()
-        endpoint, run_id = demo.endpoint, run_id or demo.run_id
-        expiry = demo.heartbeat_expiry if demo_expiry else expiry
+        target, run_id = Target.of(demo.endpoint), run_id or demo.run_id
+        settings = demo.settings.merged(settings)
         subtitle = "demo: simulated nodes on a throwaway etcd (start with --endpoint HOST:PORT to watch yours)"
-    monitor = get_monitor(endpoint, config.prefix, api=config.api, **config.tls)
-    options: dict[str, Any] = dict(config.tls)
-    return Dashboard(monitor=monitor, run_id=run_id, allow_writes=config.allow_writes, poll_ms=config.poll_ms,
-                     heartbeat_expiry=expiry, connect_options=options, subtitle=subtitle)
+    return Dashboard(monitor=get_monitor(target), run_id=run_id, allow_writes=config.allow_writes,
+                     poll_ms=config.poll_ms, settings=settings, subtitle=subtitle)
 
 
 def error_page(message: str) -> pn.viewable.Viewable:
@@ -94,8 +128,10 @@ def page(argv: Sequence[str] | None = None) -> pn.viewable.Viewable | Dashboard:
     the dashboard, or one sentence saying what is wrong with the settings."""
     load_extensions()
     try:
-        return build_dashboard(parse_config(argv))
-    except ConfigError as exc:
+        from .auth import panel_serve_page  # who may see and write (rdzv.ui.auth)
+
+        return panel_serve_page(parse_config(argv))
+    except (ConfigError, RecordingError) as exc:
         message = str(exc)
     except Exception as exc:  # etcd or the demo failing to start: say so on the page
         logger.exception("The dashboard could not start.")

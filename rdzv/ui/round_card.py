@@ -7,6 +7,7 @@ from datetime import datetime
 import panel as pn
 import param
 
+from ..rendezvous_settings import RendezvousSettings
 from .base import MarkupView, RunScopedView, section
 from .style import STYLESHEET, tile
 from ..text import NO_VALUE, countdown
@@ -16,12 +17,11 @@ EMPTY = "<div class='rdzv-muted'>Select a run in the table above.</div>"
 
 class RoundCard(MarkupView, RunScopedView):
     """Round, complete, closed, the last-call/join deadline counting down, and the counts of
-    participants, waiting, redundant and stale nodes (last heartbeat older than
-    ``heartbeat_expiry`` seconds)."""
+    participants, waiting, redundant and stale nodes (stale by the run's ``settings``)."""
 
-    heartbeat_expiry = param.Number(default=15.0, bounds=(0, None), doc=(
-        "Seconds without a heartbeat after which a node counts as stale: keep_alive_interval x "
-        "keep_alive_max_attempt of the run (torch's defaults: 5 s x 3)."))
+    settings = param.ClassSelector(class_=RendezvousSettings, default=RendezvousSettings(), doc=(
+        "What the viewer was told of the run's settings (its published settings win); their keep-alive "
+        "decides when a node is stale."))
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
@@ -32,12 +32,12 @@ class RoundCard(MarkupView, RunScopedView):
         return section("Round", self.pane)
 
     def _refresh(self, now: datetime) -> None:
-        self._run = self.monitor.run(self.run_id) if self.run_id else None
+        self._run = self.reading()
         self._tick(now)
 
     def render(self, now: datetime) -> str:
         """The card's markup as of ``now`` (every value escaped by :func:`tile`)."""
-        run = self._run
+        run, now = self._run, self.moment(now)
         if run is None:
             return EMPTY if not self.run_id else "<div class='rdzv-tiles'>" + tile("run", self.run_id) + tile(
                 "state", "not found", "idle") + "</div>"
@@ -46,7 +46,7 @@ class RoundCard(MarkupView, RunScopedView):
         if run.deleted or snapshot is None:
             tiles.append(tile("state", "deleted" if run.deleted else "undecodable", "idle" if run.deleted else "bad"))
             return "<div class='rdzv-tiles'>" + "".join(tiles) + "</div>"
-        stale = len(snapshot.stale(now, keep_alive_interval=self.heartbeat_expiry, max_attempts=1))
+        stale = len(snapshot.stale(now, self.monitor.settings(run.run_id, self.settings)))
         tiles += [
             tile("round", snapshot.round),
             tile("complete", "yes" if snapshot.complete else "no", "good" if snapshot.complete else "warn"),

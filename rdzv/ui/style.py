@@ -22,6 +22,7 @@ STYLESHEET = """
 .rdzv-banner-unreachable { background: #ffebe9; border-color: #ffb8b0; color: #82071e; font-weight: 600; }
 .rdzv-header { display: flex; align-items: baseline; gap: 14px; }
 .rdzv-brand { font-size: 20px; font-weight: 700; color: """ + ACCENT + """; }
+.rdzv-finding { font-size: 13px; margin: 2px 0 8px 0; line-height: 1.35; }
 .rdzv-error { background: #ffebe9; border: 1px solid #ffb8b0; color: #82071e; border-radius: 6px; padding: 10px 14px; font-size: 14px; }
 """
 

@@ -1,6 +1,7 @@
 """TimelineView: the selected run's revisions over time, and a log of what each one changed.
 
-The plot has a point per revision (x: when the monitor saw it, y: the number of
+The plot has a point per revision (x: when the monitor saw it, or for a revision read back from
+etcd's history when the state says it was written, marked as an estimate; y: the number of
 participants, with the waiting count as a dashed step line); hovering a point shows the
 sentences describing what changed. New revisions are streamed into the plot and the log;
 only selecting another run rebuilds them.
@@ -14,14 +15,23 @@ from datetime import datetime
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import AdaptiveTicker, ColumnDataSource, DataRange1d, DatetimeTickFormatter, HoverTool
+from bokeh.models import (
+    AdaptiveTicker,
+    ColumnDataSource,
+    DataRange1d,
+    DatetimeTickFormatter,
+    HoverTool,
+    Span,
+    TapTool,
+)
 from bokeh.plotting import figure
 
+from ..monitor import change_sentences, revision_kind, revision_time
 from .base import RunScopedView, section
-from ..text import clock
 
 POINT_STYLES = {  # kind -> (color, size)
     "change": ("#0969da", 9),
+    "read_back": ("#54aeff", 9),
     "heartbeat": ("#afb8c1", 5),
     "resync": ("#8250df", 9),
     "undecodable": ("#cf222e", 9),
@@ -38,36 +48,11 @@ LOG_COLUMNS = ["seq", "time", "revision", "round", "change"]
 
 TOOLTIPS = [
     ("revision", "@revision"),
-    ("seen", "@seen_at{%H:%M:%S.%3N} UTC"),
+    ("written", "@when UTC"),
     ("round", "@round"),
     ("participants", "@participants (waiting @waiting)"),
     ("what changed", "@changes"),
 ]
-
-
-def revision_kind(revision) -> str:
-    """How a revision is drawn: an undecodable or deleted state, a re-list, a heartbeat, or a change."""
-    if revision.error is not None:
-        return "undecodable"
-    if revision.snapshot is None:
-        return "deleted"
-    if revision.resync:
-        return "resync"
-    return "heartbeat" if revision.heartbeat_only or not revision.changes else "change"
-
-
-def change_sentences(revision, heartbeats: bool = True) -> list[str]:
-    """One sentence per change of ``revision`` (heartbeat changes only if ``heartbeats``),
-    or a sentence for what else it is."""
-    kind = revision_kind(revision)
-    if kind == "undecodable":
-        return [revision.error]
-    if kind == "deleted":
-        return ["The run's state was deleted or expired."]
-    sentences = [change.describe() for change in revision.changes if heartbeats or change.kind != "heartbeat"]
-    if kind == "resync":
-        sentences.insert(0, "The monitor re-read the state after missing events.")
-    return sentences or (["Heartbeats only."] if kind == "heartbeat" else [])
 
 
 def hover_text(sentences: list[str], limit: int = HOVER_SENTENCES) -> str:
@@ -86,18 +71,23 @@ class TimelineView(RunScopedView):
 
     max_points = param.Integer(default=500, bounds=(10, None), doc="Points kept in the plot; the oldest roll off.")
     max_log_rows = param.Integer(default=300, bounds=(10, None), doc="Rows kept in the event log.")
+    picked = param.Integer(default=None, allow_None=True, doc="The revision of the point last clicked.")
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.source = ColumnDataSource(self._columns([]))
+        self.as_of_line = Span(location=0, dimension="height", line_color="#bf8700", line_width=2,
+                               line_dash="dotted", visible=False)
         self.figure = self._make_figure()
+        self.figure.add_layout(self.as_of_line)
+        self.source.selected.on_change("indices", self._on_tap)
         self.log = pn.widgets.Tabulator(
             empty_log(),
             # Tabulator's plaintext and textarea formatters escape the text; textarea also wraps it.
             formatters={**{name: {"type": "plaintext"} for name in LOG_COLUMNS}, "change": {"type": "textarea"}},
             sorters=[{"field": "seq", "dir": "desc"}],
             hidden_columns=["seq"],
-            titles={"time": "seen (UTC)", "revision": "revision", "round": "round", "change": "what changed"},
+            titles={"time": "written (UTC)", "revision": "revision", "round": "round", "change": "what changed"},
             widths={"time": 110, "revision": 80, "round": 60},
             sortable=False,
             show_index=False, disabled=True, selectable=False, layout="fit_data_stretch",
@@ -126,7 +116,8 @@ class TimelineView(RunScopedView):
                   legend_label="participants")
         points = plot.scatter("seen_at", "participants", source=self.source, color="color", size="size",
                               line_color="white", line_width=0.5)
-        plot.add_tools(HoverTool(renderers=[points], tooltips=TOOLTIPS, formatters={"@seen_at": "datetime"}))
+        plot.add_tools(HoverTool(renderers=[points], tooltips=TOOLTIPS, formatters={"@seen_at": "datetime"}),
+                       TapTool(renderers=[points]))
         legend = plot.legend[0]
         legend.orientation = "horizontal"
         legend.label_text_font_size = "11px"
@@ -142,6 +133,20 @@ class TimelineView(RunScopedView):
         plot.outline_line_color = None
         plot.grid.grid_line_alpha = 0.4
         return plot
+
+    def _on_tap(self, _attr: str, _old: list[int], new: list[int]) -> None:
+        revisions = self.source.data["revision"]
+        if new and new[0] < len(revisions):
+            self.picked = int(revisions[new[0]])
+
+    @param.depends("as_of", watch=True)
+    def _mark_as_of(self) -> None:
+        entry = self.monitor.revision_at(self.run_id, self.as_of) if self.run_id and self.as_of is not None else None
+        if entry is not None:
+            self.as_of_line.location = entry.seen_at.timestamp() * 1000
+        self.as_of_line.visible = entry is not None
+        if entry is None and self.source.selected.indices:
+            self.source.selected.indices = []
 
     def _refresh(self, now: datetime) -> None:
         history = self.monitor.history(self.run_id) if self.run_id else []
@@ -166,6 +171,8 @@ class TimelineView(RunScopedView):
         return {
             "revision": [entry.revision for entry in revisions],
             "seen_at": [entry.seen_at for entry in revisions],
+            "when": [revision_time(entry) + (" (read back from etcd)" if entry.read_back else "")
+                     for entry in revisions],
             "round": [snap.round if snap else "" for snap in snapshots],
             "participants": [len(snap.participants) if snap else 0 for snap in snapshots],
             "waiting": [len(snap.wait_list) if snap else 0 for snap in snapshots],
@@ -182,7 +189,7 @@ class TimelineView(RunScopedView):
             for sentence in change_sentences(entry, heartbeats=False):
                 self._log_seq += 1
                 rows["seq"].append(self._log_seq)
-                rows["time"].append(clock(entry.seen_at))
+                rows["time"].append(revision_time(entry))
                 rows["revision"].append(str(entry.revision))
                 rows["round"].append(str(entry.snapshot.round) if entry.snapshot else "")
                 rows["change"].append(sentence)

@@ -1,0 +1,69 @@
+"""A served page is told of each change by the monitor (pushed to its session's document): no
+periodic poll of the monitor runs, a change reaches Chromium, and a closed page's session lets go
+of the monitor."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import free_port
+from rendezvous_helpers import torch_state_b64
+
+from rdzv.kv import KeyLayout
+from rdzv.monitor import get_monitor
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, unique, browser):
+    import panel as pn
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+
+    from rdzv.ui.app import Dashboard
+
+    layout = KeyLayout(f"/{unique}")
+    monitor = get_monitor(etcd_server.get_endpoint(), layout.prefix, api="v3")
+    boards: list[Dashboard] = []
+
+    def page():
+        boards.append(Dashboard(monitor=monitor, run_id="job", poll_ms=10_000))
+        return boards[-1]
+
+    port = free_port()
+    server = pn.serve({"dashboard": page}, port=port, address="127.0.0.1", show=False, threaded=True,
+                      websocket_origin=[f"127.0.0.1:{port}"], check_unused_sessions_milliseconds=300,
+                      unused_session_lifetime_milliseconds=300)
+    context = browser.new_context()
+    try:
+        with etcd_server.kv(api="v3") as kv:
+            kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0}))
+            tab = context.new_page()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    tab.goto(f"http://127.0.0.1:{port}/dashboard")
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, "the server did not answer"
+                    time.sleep(0.2)
+            expect(tab.get_by_text("pushed-a", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            board = boards[-1]
+            # Push mode: subscribed to the monitor; the only periodic callback moves the clocks.
+            assert board._unsubscribe is not None and board._callback.period == 1000
+            pushes = board.pushes
+            kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-b", 2, 0): 1}))
+            expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert board.pushes > pushes
+            subscribers = len(monitor._subscribers)
+            context.close()
+            deadline = time.monotonic() + 60
+            while board._unsubscribe is not None:  # the session is destroyed: its subscription goes
+                assert time.monotonic() < deadline, "the closed page's session kept its subscription"
+                time.sleep(0.1)
+            assert len(monitor._subscribers) == subscribers - 1 and board._callback is None
+            kv.delete(layout.state_key("job"))
+    finally:
+        server.stop()
+        monitor.stop()

@@ -161,3 +161,18 @@ def test_v2_watch_behind_the_event_window_is_reported_as_compacted(etcd_server, 
     with pytest.raises(KVCompactedError) as caught:
         kv.watch(f"/{unique}/w", stale + 1, 1)
     assert caught.value.current_revision > stale + 1000
+
+
+def test_v2_writes_encode_their_form_body_exactly_as_urlencode_does():
+    import base64
+    import random
+    from urllib.parse import urlencode
+
+    from rdzv.kv.v2 import form_body
+
+    random.seed(3)
+    values = ["", "plain", "héllo wörld &=?/+ %", "a+b/c=", *(base64.b64encode(random.randbytes(n)).decode()
+                                                              for n in (1, 2, 3, 100, 4096))]
+    for value in values:
+        for fields in ({"value": value}, {"value": value, "ttl": 7200, "prevIndex": 12, "prevExist": "false"}):
+            assert form_body(fields) == urlencode(fields)

@@ -11,10 +11,12 @@ import http.client
 import re
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from urllib.parse import quote_plus
 from typing import TypeVar
 
 import etcd
+import urllib3
 import urllib3.exceptions
 
 from .base import KV, Event, KeyValue, KVCompactedError, KVError, KVUnavailableError, Listing
@@ -88,6 +90,7 @@ class EtcdV2(KV):
             # urllib3 would otherwise retry three times, turning one read timeout into four and
             # delaying failover; moving to the next member is our retry.
             client.http.connection_pool_kw["retries"] = False
+            _encode_forms_quickly(client.http)
         return cls(clients)
 
     @property
@@ -203,6 +206,39 @@ class EtcdV2(KV):
     def close(self) -> None:
         for client in self._clients:
             client.http.clear()
+
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+def form_body(fields: Mapping[str, object]) -> str:
+    """``urllib.parse.urlencode(fields)``, exactly, in a fraction of its time for the values
+    rdzv writes: base64 text (states, store values) needs only ``+``, ``/`` and ``=`` escaped,
+    where ``urlencode`` looks up every character of a state of hundreds of kilobytes."""
+    parts = []
+    for name, value in fields.items():
+        text = value if isinstance(value, str) else str(value)
+        if _BASE64_TEXT.fullmatch(text):
+            encoded = text.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+        else:
+            encoded = quote_plus(text)
+        parts.append(f"{quote_plus(str(name))}={encoded}")
+    return "&".join(parts)
+
+
+def _encode_forms_quickly(pool: urllib3.PoolManager) -> None:
+    """Make python-etcd's writes (``api_execute``: ``request_encode_body`` with
+    ``encode_multipart=False``) encode their form body with :func:`form_body`."""
+    encode = pool.request_encode_body
+
+    def request_encode_body(method, url, fields=None, headers=None, encode_multipart=True, **kw):
+        if encode_multipart or not fields:
+            return encode(method, url, fields=fields, headers=headers, encode_multipart=encode_multipart, **kw)
+        headers = dict(headers if headers is not None else pool.headers)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        return pool.urlopen(method, url, body=form_body(fields), headers=headers, **kw)
+
+    pool.request_encode_body = request_encode_body
 
 
 def _to_kv(result: etcd.EtcdResult) -> KeyValue:

@@ -32,6 +32,10 @@ class Bench:
     server: Any
     server_error: str | None
     log: Callable[[str], None]
+    #: ``--long``: the sustained load (section ``load``) runs #16's 10 minutes.
+    long: bool = False
+    #: ``--load-seconds``: the sustained load's duration, overriding the mode's default.
+    load_seconds: float | None = None
 
     @property
     def endpoint(self) -> str:
@@ -83,6 +87,14 @@ def reason_of(error: BaseException) -> str:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (``fraction`` 0.99 for p99) of ``values``; ``None`` if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
 def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float | None:
@@ -198,4 +210,85 @@ def cpu_seconds_of(pid: int | None) -> float | None:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def thread_cpu_seconds(pid: int, tid: int | None) -> float | None:
+    """CPU seconds (user + system) thread ``tid`` of process ``pid`` has used, from /proc; ``None`` if unknown."""
+    if tid is None:
+        return None
+    return cpu_seconds_of(f"{pid}/task/{tid}")  # type: ignore[arg-type]
+
+
+def rss_mb(pid: int | None) -> float | None:
+    """Resident memory of process ``pid`` in MB (VmRSS in /proc), or ``None`` if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class CpuMeter:
+    """CPU used by a process (or one of its threads) between :meth:`start` and :meth:`read`, in cores."""
+
+    def __init__(self, read_seconds: Callable[[], float | None]) -> None:
+        self._read_seconds = read_seconds
+        self._cpu: float | None = None
+        self._wall = 0.0
+
+    def start(self) -> CpuMeter:
+        self._cpu, self._wall = self._read_seconds(), time.perf_counter()
+        return self
+
+    def read(self) -> float | None:
+        """Average cores used since :meth:`start` (CPU seconds per second)."""
+        now = self._read_seconds()
+        elapsed = time.perf_counter() - self._wall
+        if now is None or self._cpu is None or elapsed <= 0:
+            return None
+        return (now - self._cpu) / elapsed
+
+
+def descendants_cpu_seconds(root: int, name_contains: str) -> float:
+    """CPU seconds used so far by the living descendants of process ``root`` whose command name
+    contains ``name_contains`` (e.g. ``"chrom"``: a browser's processes), from /proc."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        names[int(entry.name)] = stat[stat.index("(") + 1:stat.rindex(")")]
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, list(children.get(root, ()))
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        if name_contains in names.get(pid, ""):
+            total += cpu_seconds_of(pid) or 0.0
+    return total
+
+
+def runqueue_wait_seconds(pid: int | None) -> float | None:
+    """Seconds the threads of process ``pid`` have spent ready to run but waiting for a CPU
+    (``/proc/<pid>/task/*/schedstat``), or ``None`` if unknown. Against the CPU a process used,
+    it tells a process that was idle from one that was starved (on a busy 2-core machine)."""
+    try:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / 1e9
+    except OSError:
         return None

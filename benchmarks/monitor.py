@@ -1,56 +1,24 @@
-"""What watching a run costs: decode + diff time per revision, and etcd requests per viewer.
+"""What watching a run costs etcd: requests per second per viewer.
 
-1. decode + diff: real torch ``_RendezvousState`` pickles with 100 / 1,000 / 10,000
-   participants; a revision is one node's heartbeat moving (the write every node makes
-   every keep-alive interval), and, separately, one node joining the wait list. Timed:
-   ``rdzv.state.decode_state_b64`` of the new value plus ``rdzv.diff.diff_states`` against
-   the previous snapshot (what the monitor does per revision). torch has no monitor; as
-   a reference, torch's own way of reading a state (base64 + ``pickle.loads``) is timed too.
-2. etcd requests per second made by the monitor of one run while a writer heartbeats it
-   (10 writes/s), with 1 session and with 10 sessions (10 ``get_monitor`` calls, 10
-   subscribers), read from the monitor's ``requests`` counter.
+etcd requests per second made by the monitor of one run while a writer heartbeats it
+(10 writes/s), with 1 session and with 10 sessions (10 ``get_monitor`` calls, 10
+subscribers), read from the monitor's ``requests`` counter. (What each revision costs the
+monitor to decode and diff is the ``decode`` section.)
 """
 
 from __future__ import annotations
 
-import base64
-import pickle
 import threading
 import time
 from typing import Any
 
-from .common import Bench, etcd_requests, median, reason_of, row, section, torch_state_b64, unique
+from .common import Bench, etcd_requests, reason_of, row, section, torch_state_b64, unique
 
-TITLE = "monitor: decode + diff per revision, etcd requests per viewer"
-TARGET_MS_AT_1000 = 20.0
+TITLE = "monitor: etcd requests per viewer"
 SESSIONS = 10
 WRITES_PER_S = 10
 SHARED_TOLERANCE = 1.25  # "10 sessions cost etcd what 1 does", allowing for timing noise
 _EIGHT_NODES = [f"worker-{index}" for index in range(8)]
-
-
-def time_revisions(participants: int, repetitions: int) -> dict[str, float]:
-    """Median ms per revision: heartbeat and join revisions through rdzv, and pickle.loads alone."""
-    from rdzv.diff import diff_states
-    from rdzv.state import decode_state_b64
-
-    addresses = [f"node-{index:05d}.cluster.local" for index in range(participants)]
-    old = decode_state_b64(torch_state_b64(addresses))
-    revisions = {"heartbeat": torch_state_b64(addresses, heartbeat_of=0),
-                 "join": torch_state_b64(addresses, waiting=["late-node.cluster.local"])}
-    timings: dict[str, list[float]] = {"heartbeat": [], "join": [], "pickle_loads": []}
-    for _ in range(repetitions):
-        for kind, text in revisions.items():
-            began = time.perf_counter()
-            changes = diff_states(old, decode_state_b64(text))
-            timings[kind].append(time.perf_counter() - began)
-            if not changes:
-                raise RuntimeError(f"diff_states found no change in a {kind} revision of {participants} participants")
-        began = time.perf_counter()
-        pickle.loads(base64.b64decode(revisions["heartbeat"]))
-        timings["pickle_loads"].append(time.perf_counter() - began)
-    return {kind: median(values) * 1000 for kind, values in timings.items()} | {
-        "state_bytes": len(revisions["heartbeat"])}
 
 
 class Heartbeater:
@@ -123,22 +91,6 @@ def requests_per_second(bench: Bench, sessions: int, window_s: float) -> dict[st
 def run(bench: Bench) -> dict:
     rows: list[dict[str, Any]] = []
     data: dict[str, Any] = {}
-    counts = {100: 30, 1000: 15, 10000: 3} if bench.quick else {100: 100, 1000: 40, 10000: 8}
-    per_size: dict[int, dict[str, float]] = {}
-    for participants, repetitions in counts.items():
-        per_size[participants] = time_revisions(participants, repetitions)
-        bench.log(f"  {participants:>6} participants: {per_size[participants]['heartbeat']:.2f} ms per revision")
-    for participants, timing in per_size.items():
-        target = f"≤ {TARGET_MS_AT_1000:g} ms" if participants == 1000 else None
-        rows.append(row(f"monitor decode+diff, {participants:,} participants", "ms", timing["heartbeat"],
-                        target=target, met=timing["heartbeat"] <= TARGET_MS_AT_1000 if target else None,
-                        note=f"join revision {timing['join']:.2f} ms; state {timing['state_bytes'] / 1000:.0f} KB; "
-                             f"torch has no monitor (pickle.loads alone: {timing['pickle_loads']:.2f} ms)"))
-    data["decode_diff_ms"] = {str(n): t["heartbeat"] for n, t in per_size.items()}
-    data["join_revision_ms"] = {str(n): t["join"] for n, t in per_size.items()}
-    data["pickle_loads_ms"] = {str(n): t["pickle_loads"] for n, t in per_size.items()}
-    data["state_bytes"] = {str(n): t["state_bytes"] for n, t in per_size.items()}
-
     window = 3 if bench.quick else 10
     try:
         one = requests_per_second(bench, 1, window)

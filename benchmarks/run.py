@@ -1,6 +1,6 @@
 """Run every benchmark against one throwaway etcd, print the table, write JSON and a PNG.
 
-    python -m benchmarks.run [--quick] [--out DIR] [--only SECTION ...]
+    python -m benchmarks.run [--quick] [--long] [--load-seconds S] [--out DIR] [--only SECTION ...]
 
 rdzv is measured against torch (and torch's c10d where it applies) in the same run,
 interleaved. Each section is independent: one that cannot run (a missing piece, an
@@ -23,9 +23,10 @@ from typing import Any
 
 from . import report
 from .common import Bench, reason_of, unavailable
+from .load import load_seconds
 
 SECTIONS = ("server_start", "store_get", "store_add", "store_wait", "rendezvous", "rendezvous_processes", "monitor",
-            "dashboard_e2e")
+            "dashboard_e2e", "diagnose", "decode", "history", "sessions", "load")
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 
@@ -79,10 +80,16 @@ def environment_facts(server: Any) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions (CI: under ~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repetitions (CI: under ~4 minutes)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results.json and results.png")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--long", action="store_true",
+                        help=f"the sustained 1,000-node load runs {load_seconds(False, True, None):g} s (#16's "
+                             f"10 minutes) instead of {load_seconds(False, False, None):g} s")
+    parser.add_argument("--load-seconds", type=float, metavar="S", help="the sustained load's duration, in seconds")
     args = parser.parse_args(argv)
+    if args.quick and args.long:
+        parser.error("--quick and --long contradict each other")
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below stops etcd
 
@@ -93,10 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if server_error:
             log(f"etcd did not start: {server_error}")
-        bench = Bench(quick=args.quick, server=server, server_error=server_error, log=log)
-        meta = {"quick": args.quick, "started_at": started_at.isoformat(timespec="seconds"),
-                **environment_facts(server)}
-        for name in args.only or SECTIONS:
+        bench = Bench(quick=args.quick, server=server, server_error=server_error, log=log, long=args.long,
+                      load_seconds=args.load_seconds)
+        chosen = args.only or SECTIONS
+        sustained = load_seconds(args.quick, args.long, args.load_seconds)
+        meta = {"quick": args.quick, "long": args.long, "load_seconds": sustained,
+                "started_at": started_at.isoformat(timespec="seconds"), **environment_facts(server)}
+        if "load" in chosen:
+            log(f"the sustained load (section 'load') runs {sustained:g} s"
+                + ("" if args.long or args.quick else "; --long runs #16's 10 minutes"))
+        for name in chosen:
             log(f"[{name}] running")
             sections[name] = run_section(name, bench)
     finally:

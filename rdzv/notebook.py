@@ -43,25 +43,45 @@ def start(cluster: bool = True, nodes: int = 3, *, run_id: str = "demo", **demo_
     ``nodes`` simulated nodes in run ``run_id``; ``demo_kwargs`` go to ``DemoCluster``
     (``backend``, ``min_nodes``, ``max_nodes``, ``last_call_timeout``, ...).
 
-    Closes the lab this function returned before, if any.
+    Closes the lab this function returned before, if any -- except in a notebook served by
+    ``panel serve``, where each browser session has a lab of its own (see :meth:`Lab.close`).
     """
     global _current
     if nodes < 0:
         raise ValueError(f"nodes must be >= 0 (got {nodes}).")
-    with _current_lock:
-        previous, _current = _current, None
-    if previous is not None:
-        previous.close()
+    page = _served_page()
+    if page is None:
+        with _current_lock:
+            previous, _current = _current, None
+        if previous is not None:
+            previous.close()
     lab = Lab(run_id=run_id, backend=demo_kwargs.get("backend", "rdzv-etcd-v2"))
     try:
         if cluster:
             lab.start_cluster(nodes, **demo_kwargs)
     except BaseException:
-        lab.close()
+        lab._shut_down()
         raise
-    with _current_lock:
-        _current = lab
+    if page is not None:
+        lab._page = page
+        page.on_session_destroyed(lambda _session: lab._shut_down())
+    else:
+        with _current_lock:
+            _current = lab
     return lab
+
+
+def _served_page() -> Any:
+    """The Bokeh document of the page ``panel serve`` is building now (a served notebook's
+    cells running for a new browser session), or None (a kernel, a script, a page already shown)."""
+    panel = sys.modules.get("panel")
+    if panel is None:  # rdzv's dashboard was never imported, so nothing serves a page
+        return None
+    state = panel.state
+    document = state.curdoc
+    if document is None or document.session_context is None or state.loaded:
+        return None
+    return document
 
 
 class Lab:
@@ -86,6 +106,7 @@ class Lab:
         self._clients: dict[str, KV] = {}
         self._closed = False
         self._dashboards: weakref.WeakSet[Any] = weakref.WeakSet()  # stopped by close()
+        self._page: Any = None  # the page of a served notebook that shows this lab (see close())
         self.server: EtcdServer = EtcdServer(enable_v2=True)
         self.server.start()
         self.endpoint: str = self.server.get_endpoint()
@@ -219,7 +240,16 @@ class Lab:
     # -- cleanup ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the cluster, the torchrun jobs and etcd. Idempotent."""
+        """Stop the cluster, the torchrun jobs and etcd. Idempotent.
+
+        In a notebook served by ``panel serve``, the page shows what the notebook's cells
+        made: a ``close()`` while that page is being built waits until its browser session
+        ends (the lab is closed then), so that the page's dashboard stays live."""
+        if self._page is not None and _served_page() is self._page:
+            return
+        self._shut_down()
+
+    def _shut_down(self) -> None:
         global _current
         if self._closed:
             return
@@ -246,7 +276,7 @@ class Lab:
         for board in list(self._dashboards):
             try:
                 board.stop()
-            except Exception:  # at interpreter exit the kernel's event loop may be gone already
+            except RuntimeError:  # at interpreter exit the kernel's event loop may be closed already
                 pass
 
     def _stop_monitors(self) -> None:

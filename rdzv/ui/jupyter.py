@@ -84,7 +84,7 @@ def jupyter_page() -> str | None:
         return None
     try:
         parent = kernel.get_parent() or {}
-    except Exception:  # an ipykernel before 6 (no get_parent)
+    except (AttributeError, TypeError):  # an ipykernel before 6 (no get_parent)
         parent = getattr(kernel, "_parent_header", None) or {}
     return str(parent.get("header", {}).get("session", ""))
 
@@ -150,8 +150,8 @@ def _inlined(stylesheets: list, before: list) -> list | None:
 @functools.lru_cache(maxsize=64)
 def _dist_css(url: str) -> str | None:
     """The CSS behind ``url`` when it is a file of Panel's CDN that the installed Panel ships."""
-    from panel.io.notebook import replace_inline_css
     from bokeh.models import ImportedStyleSheet, InlineStyleSheet
+    from panel.io.notebook import replace_inline_css
 
     inline = replace_inline_css(ImportedStyleSheet(url=url))
     return inline.css if isinstance(inline, InlineStyleSheet) else None

@@ -28,6 +28,7 @@ from bokeh.plotting import figure
 
 from ..monitor import change_sentences, revision_kind, revision_time
 from .base import RunScopedView, section
+from .tables import ReadOnlyTabulator
 
 POINT_STYLES = {  # kind -> (color, size)
     "change": ("#0969da", 9),
@@ -81,7 +82,7 @@ class TimelineView(RunScopedView):
         self.figure = self._make_figure()
         self.figure.add_layout(self.as_of_line)
         self.source.selected.on_change("indices", self._on_tap)
-        self.log = pn.widgets.Tabulator(
+        self.log = ReadOnlyTabulator(
             empty_log(),
             # Tabulator's plaintext and textarea formatters escape the text; textarea also wraps it.
             formatters={**{name: {"type": "plaintext"} for name in LOG_COLUMNS}, "change": {"type": "textarea"}},

@@ -10,6 +10,7 @@ same revision and the same state.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -256,8 +257,32 @@ def test_picking_an_old_revision_shows_that_revisions_nodes_then_live(etcd_serve
                 break
         expect(late).to_have_count(0, timeout=WAIT_MS)
         expect(page.get_by_text("first-node", exact=True).first).to_be_visible(timeout=WAIT_MS)
+        told_late = page.get_by_text(re.compile(r"Node late-node_\d+_\d+ "))  # the event log's sentences
+        expect(told_late).to_have_count(0, timeout=WAIT_MS)  # the log ends at the revision shown
         page.get_by_role("button", name="Back to live").click()
         expect(as_of.first).to_have_text("Live", timeout=WAIT_MS)
         expect(late.first).to_be_visible(timeout=WAIT_MS)
+        expect(told_late.first).to_be_visible(timeout=WAIT_MS)
     finally:
         cluster.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_node_name_with_html_stays_text_in_whats_happening(etcd_server, unique, serve, page):
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+    from rendezvous_helpers import torch_state_b64
+
+    hostile = "<img src=x onerror=alert(1)>"
+    layout = KeyLayout(f"/{unique}")
+    with etcd_server.kv(api="v3") as kv:
+        kv.put(layout.state_key("job"), torch_state_b64({(hostile, 1, 0): 0}, complete=False))
+        dashboard = serve(["--endpoint", etcd_server.get_endpoint(), "--prefix", layout.prefix, "--run-id", "job",
+                           "--nnodes", "2:3"])
+        page.goto(dashboard.url)
+        card = page.locator("[data-code=forming]")
+        expect(card.first).to_contain_text("1 of 2 nodes has joined round 0", timeout=WAIT_MS)
+        expect(page.get_by_text(hostile, exact=True).first).to_be_visible(timeout=WAIT_MS)  # the node table
+        assert page.locator("img[src=x]").count() == 0  # nothing the name says became markup
+        kv.delete(layout.state_key("job"))

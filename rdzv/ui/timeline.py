@@ -1,5 +1,7 @@
 """TimelineView: the selected run's revisions over time, and a log of what each one changed.
 
+Time travel (``as_of``) marks the revision on the plot and shows the log only up to it.
+
 The plot has a point per revision (x: when the monitor saw it, or for a revision read back from
 etcd's history when the state says it was written, marked as an estimate; y: the number of
 participants, with the waiting count as a dashed step line); hovering a point shows the
@@ -148,6 +150,16 @@ class TimelineView(RunScopedView):
         self.as_of_line.visible = entry is not None
         if entry is None and self.source.selected.indices:
             self.source.selected.indices = []
+        self._show_log()
+
+    def _show_log(self) -> None:
+        """The event log up to the revision shown (time travel), or up to now; rebuilt whole."""
+        history = self.monitor.history(self.run_id) if self.run_id else []
+        if self.as_of is not None:
+            history = [entry for entry in history if entry.revision <= self.as_of]
+        rows = self._log_rows(history)
+        frame = pd.DataFrame(rows) if rows["seq"] else empty_log()
+        self.log.value = frame.tail(self.max_log_rows).reset_index(drop=True)
 
     def _refresh(self, now: datetime) -> None:
         history = self.monitor.history(self.run_id) if self.run_id else []
@@ -161,6 +173,8 @@ class TimelineView(RunScopedView):
             return
         self._last_revision = new[-1].revision
         self.source.stream(self._columns(new), rollover=self.max_points)
+        if self.as_of is not None:
+            return  # the log stays where time travel put it; back to live rebuilds it
         rows = self._log_rows(new)
         if rows["seq"]:
             self.log.stream(pd.DataFrame(rows), rollover=self.max_log_rows, follow=False)

@@ -35,21 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_arguments(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    history = commands.add_parser("history", help="every revision of one run etcd still keeps, or its state at one")
-    add_target_arguments(history)
-    add_history_arguments(history)
-
-    report = commands.add_parser("report", help="one run's story as one self-contained HTML file")
-    add_target_arguments(report)
-    add_report_arguments(report)
-
-    exporter = commands.add_parser("exporter", help="serve Prometheus metrics of every run at /metrics")
-    add_target_arguments(exporter)
-    add_exporter_arguments(exporter)
-
-    record = commands.add_parser("record", help="append every revision of the runs to a recording file")
-    add_target_arguments(record)
-    add_record_arguments(record)
+    for name, summary, add_own_arguments in (
+        ("history", "every revision of one run etcd still keeps, or its state at one", add_history_arguments),
+        ("report", "one run's story as one self-contained HTML file", add_report_arguments),
+        ("exporter", "serve Prometheus metrics of every run at /metrics", add_exporter_arguments),
+        ("record", "append every revision of the runs to a recording file", add_record_arguments),
+    ):
+        command = commands.add_parser(name, help=summary)
+        add_target_arguments(command)
+        add_own_arguments(command)
 
     server = commands.add_parser("server", help="run a throwaway etcd until Ctrl-C")
     server.add_argument("--no-v2", action="store_true", help="start etcd without its v2 API, as etcd 3.6 is")

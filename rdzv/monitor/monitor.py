@@ -218,14 +218,18 @@ class Monitor:
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(version)`` after each change, from a watcher thread (keep it quick; exceptions
         are logged). Returns the function that unsubscribes it."""
+        return self._listen("_subscribers", callback)
+
+    def _listen(self, listeners: str, listener: Callable[..., None]) -> Callable[[], None]:
+        """Add ``listener`` to the tuple attribute ``listeners``; return the function removing it."""
         with self._lock:
-            self._subscribers = (*self._subscribers, callback)
+            setattr(self, listeners, (*getattr(self, listeners), listener))
 
-        def unsubscribe() -> None:
+        def remove() -> None:
             with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+                setattr(self, listeners, tuple(item for item in getattr(self, listeners) if item is not listener))
 
-        return unsubscribe
+        return remove
 
     def export_history(self, run_id: str, fmt: str, api: str | None = None) -> str:
         """The history of ``run_id`` as ``"csv"`` or ``"json"`` text (see :mod:`rdzv.monitor.export`)."""
@@ -258,14 +262,7 @@ class Monitor:
         the raw values the monitor reads, before it applies them (see
         :meth:`rdzv.monitor.watcher.WatcherSink.observed`): what a recorder writes down.
         Returns the function that removes it."""
-        with self._lock:
-            self._observers = (*self._observers, observer)
-
-        def remove() -> None:
-            with self._lock:
-                self._observers = tuple(o for o in self._observers if o is not observer)
-
-        return remove
+        return self._listen("_observers", observer)
 
     def failed(self, api: str, reason: str, *, answered: bool = False) -> None:
         with self._lock:

@@ -184,8 +184,17 @@ def test_threads_may_share_a_recorder(tmp_path):
 
 
 def test_no_file_descriptor_is_left_open(tmp_path):
-    def open_fds() -> int:
-        return len(os.listdir("/proc/self/fd"))
+    def open_fds() -> list[str]:
+        """This process's descriptors on files below tmp_path (other threads' sockets come and go)."""
+        found = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:  # closed while listing
+                continue
+            if target.startswith(str(tmp_path)):
+                found.append(target)
+        return sorted(found)
 
     record(tmp_path / "r.rec", [event(0)])
     (tmp_path / "text").write_text("not a recording\n")

@@ -402,12 +402,14 @@ def test_sigkilled_owner_takes_etcd_with_it_and_the_next_start_sweeps(tmp_path):
 def test_ctrl_c_leaves_etcd_up_for_the_programs_own_cleanup(tmp_path):
     then = """
 try:
+    print("waiting", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     server.get_client().write("/after-ctrl-c", "still serving")
     print(server.get_client().read("/after-ctrl-c").value, flush=True)
 """
     child, info = start_child(tmp_path, then, start_new_session=True)
+    assert child.stdout.readline().strip() == "waiting"  # inside the try: Ctrl-C now lands there
     os.killpg(child.pid, signal.SIGINT)  # what a terminal sends to its foreground group
     stdout, stderr = child.communicate(timeout=30)
     assert child.returncode == 0, stderr

@@ -29,7 +29,10 @@ def test_losing_the_member_in_use_is_survived_by_handlers_store_monitor_and_dash
     monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     with EtcdCluster(size=3, enable_v2=True) as cluster:
         endpoints = cluster.endpoints  # every client starts with member 0
-        config = dict(min_nodes=2, max_nodes=3, keep_alive_interval=1, read_timeout=5)
+        # torch counts a node dead after keep_alive_interval * keep_alive_max_attempt seconds
+        # without a heartbeat; a write that waits out a leader election (up to read_timeout on
+        # each member tried) must not make the late joiner's sanitizer drop both participants.
+        config = dict(min_nodes=2, max_nodes=3, keep_alive_interval=1, keep_alive_max_attempt=20, read_timeout=5)
         handlers = [rdzv_handler(params(endpoints, unique, **config), api=api) for _ in range(2)]
         late = rdzv_handler(params(endpoints, unique, **config), api=api)
         joiner = None

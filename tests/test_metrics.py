@@ -3,15 +3,21 @@ prometheus_client's own parser; the values match the state etcd holds."""
 
 from __future__ import annotations
 
+import base64
+from email.message import Message
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
 from conftest import free_port, subprocess_env
+from serving_helpers import dashboard_servers
+from waiting import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from rdzv.demo import DemoCluster
@@ -91,6 +97,75 @@ def test_exporter_metrics_match_a_real_run(etcd_server, unique):
         exporter.wait(timeout=30)
         cluster.close()
     assert exporter.returncode == 0
+
+
+def scrape_as(url: str, user: str | None = None, password: str = "") -> tuple[int, str, Message]:
+    """(status, body, headers) of a GET of ``url``, with HTTP Basic credentials when ``user``."""
+    request = urllib.request.Request(url)
+    if user is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.read().decode(), answer.headers
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode(), refused.headers
+
+
+def families_of(body: str) -> dict[str, list]:
+    return {family.name: family.samples for family in text_string_to_metric_families(body)}
+
+
+@pytest.mark.timeout(300)
+def test_the_dashboards_own_server_serves_the_metrics_behind_its_sign_in(etcd_server, unique, tmp_path):
+    endpoint = etcd_server.get_endpoint()
+    cluster = DemoCluster(endpoint, unique, backend="rdzv-etcd-v2", min_nodes=2, max_nodes=3, last_call_timeout=1,
+                          keep_alive_interval=1, keep_alive_max_attempt=30)
+    passwords = tmp_path / "users.json"
+    passwords.write_text(json.dumps({"prom": "scrape-secret"}))
+    passwords.chmod(0o600)
+    try:
+        cluster.add_node("m-one")
+        cluster.add_node("m-two")
+        with dashboard_servers(tmp_path) as (rdzv_dashboard, panel_serve):
+            open_dashboard = rdzv_dashboard("--endpoint", endpoint, "--run-id", unique)
+            signed = rdzv_dashboard("--endpoint", endpoint, "--run-id", unique, "--basic-auth", str(passwords))
+            plugin = panel_serve(["--plugins", "rdzv.ui.metrics_route"], ["--endpoint", endpoint, "--run-id", unique])
+            urls = {name: served.url.replace("/dashboard", "/metrics")
+                    for name, served in (("rdzv dashboard", open_dashboard), ("signed in", signed),
+                                         ("panel serve", plugin))}
+
+            status, body, headers = scrape_as(urls["signed in"])
+            assert status == 401 and "HTTP Basic" in body and headers.get("WWW-Authenticate", "").startswith("Basic")
+            assert "rdzv_run" not in body
+            assert scrape_as(urls["signed in"], "prom", "wrong")[0] == 401
+
+            def complete(url: str, *credentials: str) -> dict[str, list] | None:
+                status, body, _ = scrape_as(url, *credentials)
+                assert status == 200, body
+                families = families_of(body)
+                run = [s for s in families.get("rdzv_run_complete", []) if s.labels["run_id"] == unique]
+                return families if run and run[0].value == 1 else None
+
+            for name, url in urls.items():
+                credentials = ("prom", "scrape-secret") if name == "signed in" else ()
+                families = wait_for(lambda: complete(url, *credentials), f"{name} to report the run complete")
+                with etcd_server.kv(api="v2") as kv:
+                    state = decode_state_b64(kv.get(KeyLayout().state_key(unique)).value)
+                run = dict(run_id=unique, api="v2")
+                assert value(families["rdzv_run_round"], **run) == state.round, name
+                assert value(families["rdzv_run_participants"], **run) == len(state.participants) == 2, name
+                nodes = {s.labels["node"].split("_")[0] for s in families["rdzv_node_heartbeat_age_seconds"]
+                         if s.labels["run_id"] == unique}
+                assert nodes == {"m-one", "m-two"}, name
+
+            # A third node joins: every server's metrics follow it.
+            cluster.add_node("m-three")
+            for name, url in urls.items():
+                credentials = ("prom", "scrape-secret") if name == "signed in" else ()
+                wait_for(lambda: (families := complete(url, *credentials)) and value(
+                    families["rdzv_run_participants"], run_id=unique, api="v2") == 3, f"{name} to show three")
+    finally:
+        cluster.close()
 
 
 def test_exporter_refuses_a_public_address_without_the_opt_out():

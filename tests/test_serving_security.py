@@ -8,11 +8,11 @@ non-loopback addresses below are only ever refused before binding.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import re
-import signal
 import ssl
 import subprocess
 import sys
@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from waiting import wait_for
-from conftest import ROOT, free_port, subprocess_env
+from conftest import free_port
+from serving_helpers import clean_env, dashboard_servers
 from rendezvous_helpers import params, rdzv_handler
 
 from rdzv.audit import AuditLog
@@ -34,6 +34,7 @@ from rdzv.ui.auth import (
     check_serving,
     decide,
     is_loopback_address,
+    scrape_refusal,
     websocket_origins,
 )
 from rdzv.ui.config import ConfigError, parse_config
@@ -42,13 +43,6 @@ PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-2"}
 WAIT_MS = 30_000
 
 
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The children's environment without any RDZV_* serving variable of the caller's shell."""
-    env = {k: v for k, v in subprocess_env().items() if k not in SERVING_ENVIRONMENT.values()}
-    env.pop("BOKEH_ALLOW_WS_ORIGIN", None)
-    return {**env, **extra}
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -72,75 +66,12 @@ def live_run(etcd_server, unique):
         handler.shutdown()
 
 
-class Served:
-    """A dashboard server in its own process group; stdout and stderr go to ``log``."""
-
-    def __init__(self, command: list[str], port: int, log: Path, env: dict[str, str], scheme: str = "http") -> None:
-        self.port, self.log = port, log
-        self.url = f"{scheme}://127.0.0.1:{port}/dashboard"
-        self._file = log.open("wb")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_until_serving(self, text: str) -> None:
-        def ready():
-            assert self.process.poll() is None, f"the server exited: {self.output()}"
-            return text in self.output()
-
-        wait_for(ready, f"{text!r} in the server's output", timeout=90)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._file.close()
-
-
 @pytest.fixture
 def servers(tmp_path):
     """``rdzv_dashboard(*argv, env=...)`` and ``panel_serve(before, after, env=...)``, every one
     stopped after the test."""
-    started: list[Served] = []
-
-    def rdzv_dashboard(*argv: str, env: dict[str, str] | None = None, scheme: str = "http",
-                       port: int | None = None) -> Served:
-        port = port or free_port()
-        command = [sys.executable, "-m", "rdzv", "dashboard", "--port", str(port), "--address", "127.0.0.1", *argv]
-        served = Served(command, port, tmp_path / f"rdzv-dashboard-{port}.log", env or clean_env(), scheme)
-        started.append(served)
-        served.wait_until_serving(f"{scheme}://127.0.0.1:{port}/dashboard")
-        return served
-
-    def panel_serve(before: list[str], after: list[str], env: dict[str, str] | None = None) -> Served:
-        port = free_port()
-        command = [sys.executable, "-m", "panel", "serve", str(ROOT / "app" / "dashboard.py"), "--port", str(port),
-                   "--address", "127.0.0.1", f"--allow-websocket-origin=127.0.0.1:{port}", *before, "--args", *after]
-        served = Served(command, port, tmp_path / f"panel-serve-{port}.log", env or clean_env())
-        started.append(served)
-
-        def answers():
-            assert served.process.poll() is None, f"panel serve exited: {served.output()}"
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5).close()
-            except urllib.error.HTTPError:  # an answer (no /login without sign-in)
-                pass
-            except OSError:
-                return False
-            return True
-
-        wait_for(answers, "panel serve to answer", timeout=90)
-        return served
-
-    yield rdzv_dashboard, panel_serve
-    for served in started:
-        served.stop()
+    with dashboard_servers(tmp_path) as both:
+        yield both
 
 
 def sign_in(page, url: str, user: str, password: str) -> None:
@@ -269,6 +200,44 @@ def test_websocket_origins_are_the_served_address():
     for bad in ("*", "http://dash.example", "dash.example:*", "[::1]:5006"):
         with pytest.raises(ConfigError, match="is not HOST or HOST:PORT"):
             parse_config([], {"RDZV_ALLOW_WEBSOCKET_ORIGIN": f"ok.example:1,{bad}"})
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("serving, sign_in, client, authorization, refused", [
+    (Serving(), None, "127.0.0.1", None, None),
+    (Serving(), None, "::1", None, None),
+    (Serving(), None, "192.0.2.9", None, (403, "without sign-in")),
+    (Serving(), None, None, None, (403, "without sign-in")),  # unreadable: another machine
+    (Serving(insecure_no_sign_in=True), None, "192.0.2.9", None, None),
+    # Behind a password, everyone sends it, this machine included.
+    (Serving(), "basic", "127.0.0.1", None, (401, "HTTP Basic")),
+    (Serving(), "basic", "192.0.2.9", basic("bob", PASSWORDS["bob"]), None),
+    (Serving(), "basic", "127.0.0.1", basic("bob", PASSWORDS["alice"]), (401, "HTTP Basic")),
+    (Serving(), "basic", "127.0.0.1", basic("carol", "x"), (401, "HTTP Basic")),
+    (Serving(), "basic", "127.0.0.1", "Basic not-base64!", (401, "HTTP Basic")),
+    (Serving(), "basic", "127.0.0.1", "Bearer " + PASSWORDS["bob"], (401, "HTTP Basic")),
+    (Serving(), SHARED_PASSWORD, "192.0.2.9", basic("anyone", "shared-secret"), None),
+    (Serving(), SHARED_PASSWORD, "192.0.2.9", basic("anyone", "wrong"), (401, "HTTP Basic")),
+    (Serving(), "oauth", "127.0.0.1", None, None),
+    (Serving(insecure_no_sign_in=True), "oauth", "192.0.2.9", None, (403, "OAuth")),
+])
+def test_who_may_scrape_the_metrics(password_file, serving, sign_in, client, authorization, refused):
+    passwords = "shared-secret" if sign_in == SHARED_PASSWORD else password_file
+    refusal = scrape_refusal(serving, sign_in, client, authorization, passwords)
+    if refused is None:
+        assert refusal is None, refusal
+    else:
+        assert refusal is not None and refusal.status == refused[0] and refused[1] in refusal.reason, refusal
+
+
+def test_an_unreadable_password_file_refuses_every_scrape(tmp_path):
+    broken = tmp_path / "users.json"
+    broken.write_text("{not json")
+    refusal = scrape_refusal(Serving(), "basic", "127.0.0.1", basic("bob", PASSWORDS["bob"]), broken)
+    assert refusal is not None and refusal.status == 401
 
 
 # --- the audit log, through the library call -------------------------------------------------------

@@ -13,6 +13,10 @@ The rules (the README's "Serve it to your team" says the same for people):
   at all. Names mean nothing without sign-in, so ``--writers`` requires it, and a shared
   password (Panel's ``--basic-auth PASSWORD``: any name signs in) cannot back it.
 * Every write is appended to the audit log (:mod:`rdzv.audit`) and shown on the writer's page.
+* ``/metrics`` on the dashboard's server (:mod:`rdzv.ui.metrics_route`) sits behind the same
+  sign-in: with a password (file or shared), a scraper sends it as HTTP Basic credentials;
+  with OAuth, which a scraper cannot go through, and without sign-in, it answers this machine
+  only (without sign-in, ``--insecure-no-sign-in`` opens it like the page).
 * ``rdzv dashboard`` restricts websocket origins to the served address (plus
   ``--allow-websocket-origin``) and serves HTTPS with ``--ssl-certfile``/``--ssl-keyfile``.
 
@@ -22,12 +26,17 @@ form, or one of Panel's OAuth/OIDC providers; rdzv only decides from the name th
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import html
 import ipaddress
+import json
 import logging
 import os
 import secrets
 import socket
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +47,8 @@ from .config import ConfigError, DashboardConfig
 logger = logging.getLogger("rdzv.ui")
 
 __all__ = ["Access", "Visitor", "check_serving", "current_visitor", "decide", "is_loopback_address",
-           "is_loopback_ip", "panel_serve_page", "panel_sign_in", "server_options", "session_page"]
+           "is_loopback_ip", "panel_serve_page", "panel_sign_in", "scrape_refusal", "server_options",
+           "session_page"]
 
 SHARED_PASSWORD = "shared-password"
 """Panel's ``--basic-auth PASSWORD``: one password, any name; a sign-in, but not one that names people."""
@@ -216,6 +226,64 @@ def decide(serving: Serving, sign_in: str | None, visitor: Visitor) -> Access:
     if sign_in:
         return Access(may_write=visitor.user in serving.writers)
     return Access(may_write=visitor.local)
+
+
+@dataclass(frozen=True)
+class ScrapeRefusal:
+    """Why a request for ``/metrics`` gets no metrics: the HTTP ``status`` (401 asks for
+    credentials, 403 refuses) and one sentence."""
+
+    status: int
+    reason: str
+
+
+def scrape_refusal(serving: Serving, sign_in: str | None, client: str | None, authorization: str | None,
+                   passwords: str | os.PathLike | dict | None) -> ScrapeRefusal | None:
+    """Whether a scrape of ``/metrics`` from ``client`` (its address) with the ``Authorization``
+    header ``authorization`` is refused, when the server's sign-in is ``sign_in`` (as for
+    :func:`decide`) and ``passwords`` is where its passwords are (Panel's ``basic_auth``: a
+    JSON file of names and passwords, the mapping itself, or one shared password); ``None`` when
+    the metrics may be served."""
+    local = client is not None and is_loopback_ip(client)
+    if sign_in in ("basic", SHARED_PASSWORD):
+        if _password_matches(passwords, authorization):
+            return None
+        return ScrapeRefusal(401, "These metrics are behind the dashboard's sign-in; send a name and password it "
+                                  "accepts as HTTP Basic credentials (Prometheus: basic_auth in the scrape config).")
+    if local:
+        return None
+    if sign_in:
+        return ScrapeRefusal(403, "This dashboard signs in with OAuth, which a scraper cannot go through, so its "
+                                  "metrics answer only on its own machine; scrape from there, or run rdzv exporter.")
+    if serving.insecure_no_sign_in:
+        return None
+    return ScrapeRefusal(403, "This dashboard is served without sign-in, so its metrics answer only on its own "
+                              "machine; whoever runs it can add --basic-auth FILE (or pass --insecure-no-sign-in).")
+
+
+def _password_matches(passwords: str | os.PathLike | dict | None, authorization: str | None) -> bool:
+    """Whether HTTP Basic ``authorization`` names a user and password Panel's ``basic_auth``
+    would sign in (read anew each time, as Panel does, so an edited file applies at once)."""
+    scheme, _, encoded = (authorization or "").partition(" ")
+    if scheme.lower() != "basic" or passwords is None:
+        return False
+    try:
+        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    if not sep:
+        return False
+    known = passwords
+    if isinstance(passwords, Path) or (isinstance(passwords, str) and os.path.isfile(passwords)):
+        try:
+            known = json.loads(Path(passwords).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.error("The password file %s could not be read; /metrics refuses every scrape.", passwords)
+            return False
+    if isinstance(known, dict):
+        expected = known.get(user)
+        return isinstance(expected, str) and hmac.compare_digest(expected.encode(), password.encode())
+    return isinstance(known, str) and hmac.compare_digest(known.encode(), password.encode())
 
 
 def current_visitor() -> Visitor:

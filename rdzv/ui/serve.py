@@ -48,8 +48,13 @@ def serve_dashboard(args: argparse.Namespace) -> int:
         load_extensions()
         return session_page(config, serving.sign_in)
 
+    from .metrics_route import MetricsHandler
+
+    metrics = ("/metrics", MetricsHandler,
+               {"config": config, "sign_in": serving.sign_in, "passwords": serving.basic_auth})
     server = pn.serve({"dashboard": page}, port=args.port, address=args.address, show=False, start=False,
-                      verbose=False, title=TITLE, print_url=False, **UNUSED_SESSIONS, **options)
+                      verbose=False, title=TITLE, print_url=False, extra_patterns=[metrics], **UNUSED_SESSIONS,
+                      **options)
     try:
         server.start()
     except OSError as exc:
@@ -57,7 +62,8 @@ def serve_dashboard(args: argparse.Namespace) -> int:
               "pick another --port or --address.", file=sys.stderr)
         return EXIT_USAGE
     scheme = "https" if serving.ssl_certfile else "http"
-    print(f"The dashboard is at {scheme}://{args.address}:{args.port}/dashboard (Ctrl-C stops it).", flush=True)
+    print(f"The dashboard is at {scheme}://{args.address}:{args.port}/dashboard (Ctrl-C stops it); "
+          f"Prometheus metrics at /metrics.", flush=True)
     for line in _describe(args.address, serving, options, audit):
         print(line, flush=True)
     for warning in _warnings(args.address, serving):

@@ -94,6 +94,9 @@ def time_travel(bench: Bench, prefix: str, run_id: str, clicks: int) -> dict[str
     results: list[dict[str, Any]] = []
     with served_app(DASHBOARD_APP, args) as served, chromium() as browser:
         page, first_page = open_page(browser, served.url, run_id)
+        # The run id shows before the monitor has listed and read back the runs (seconds for the
+        # 1,000-node one); a click then has no history to step through. Wait for the run's nodes.
+        page.get_by_text("participant", exact=True).first.wait_for(state="visible", timeout=120_000)
         page.wait_for_timeout(1500)  # let the first refreshes and the clock tick settle
         for _ in range(clicks):
             result = page.evaluate(CLICK_AND_WAIT_JS, ["◀ Previous change", "[data-role=as-of]", 5_000])

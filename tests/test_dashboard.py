@@ -6,12 +6,11 @@ from __future__ import annotations
 import base64
 import os
 import re
-import signal
 import threading
 
 import pytest
-
 from browser_helpers import WAIT_MS
+from freezing import frozen
 from rendezvous_helpers import params, rdzv_handler, rendezvous_all, torch_state_b64
 
 HOSTILE_ADDR = "<img src=x onerror=alert(1)>"
@@ -269,12 +268,9 @@ def test_connection_banner_follows_etcd(serve, page):
         page.goto(dashboard.url)
         banner = page.locator(".rdzv-banner")
         expect(banner).to_have_attribute("data-state", "connected", timeout=WAIT_MS)
-        os.kill(server.pid, signal.SIGSTOP)  # etcd stops answering, its port stays open
-        try:
+        with frozen(server.pid):  # etcd stops answering, its port stays open
             expect(banner).to_have_attribute("data-state", "unreachable", timeout=WAIT_MS)
             expect(page.get_by_text("etcd unreachable", exact=True)).to_be_visible()
-        finally:
-            os.kill(server.pid, signal.SIGCONT)
         expect(banner).to_have_attribute("data-state", re.compile("recovered|connected"), timeout=WAIT_MS)
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
-import signal
 import threading
 import time
 from datetime import datetime, timezone
 
 import pytest
 from browser_helpers import WAIT_MS
+from freezing import frozen
 from rendezvous_helpers import params, rdzv_handler, rendezvous_all, torch_state_b64
 from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
 
@@ -89,11 +88,8 @@ def test_a_frozen_etcd_times_out_per_read_timeout_then_recovers(server, unique, 
     backend, store = backend_and_store(server, unique, api)
     backend.set_state(b"state")
     store.set("k", "v")
-    os.kill(server.pid, signal.SIGSTOP)  # the port stays open; nothing answers
-    try:
+    with frozen(server.pid):  # the port stays open; nothing answers
         took = [fails_with_connection_error(backend.get_state), fails_with_connection_error(lambda: store.get("k"))]
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
     assert all(READ_TIMEOUT * 0.5 <= seconds < NO_HANG for seconds in took), took
     print(f"{api}, etcd frozen: RendezvousConnectionError after {', '.join(f'{t:.2f}' for t in took)} s "
           f"(read_timeout {READ_TIMEOUT} s)")

@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+_Node = TypeVar("_Node", bound=Hashable)
 
 __all__ = ["DURATIONS", "RendezvousSettings", "SettingsError", "read_published_settings"]
 
@@ -83,10 +85,21 @@ class RendezvousSettings:
         """How long after its last heartbeat torch counts a node as dead (interval x attempts)."""
         return timedelta(seconds=self.keep_alive_interval * self.keep_alive_max_attempt)
 
+    def stale_after(self, last_heartbeat: datetime) -> datetime:
+        """The moment after which a node last heard at ``last_heartbeat`` counts as dead
+        (:meth:`is_stale` is true at every moment after it)."""
+        return last_heartbeat + self.heartbeat_expiry
+
     def is_stale(self, last_heartbeat: datetime | None, now: datetime) -> bool:
         """Whether a node last heard at ``last_heartbeat`` counts as dead at ``now`` (torch's
         ``_sanitize``: strictly older than :attr:`heartbeat_expiry`). No heartbeat: not stale."""
         return last_heartbeat is not None and last_heartbeat < now - self.heartbeat_expiry
+
+    def stale_among(self, last_heartbeats: Mapping[_Node, datetime], now: datetime) -> frozenset[_Node]:
+        """The nodes of ``last_heartbeats`` that :meth:`is_stale` counts as dead at ``now`` (the
+        same rule, with the cut-off worked out once for all of them)."""
+        cutoff = now - self.heartbeat_expiry
+        return frozenset(node for node, last in last_heartbeats.items() if last < cutoff)
 
     def knows(self, *names: str) -> bool:
         """Whether every setting in ``names`` was provided rather than defaulted."""

@@ -196,9 +196,7 @@ class RendezvousSnapshot:
     def stale(self, now: datetime | None = None, settings: RendezvousSettings | None = None) -> frozenset[Node]:
         """The nodes torch would drop as dead at ``now`` under ``settings`` (default: torch's
         keep-alive defaults); the rule is :meth:`RendezvousSettings.is_stale`."""
-        settings = settings or RendezvousSettings()
-        moment = _now(now)
-        return frozenset(node for node, last in self.last_heartbeats.items() if settings.is_stale(last, moment))
+        return (settings or RendezvousSettings()).stale_among(self.last_heartbeats, _now(now))
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (datetimes in ISO 8601, lists sorted);

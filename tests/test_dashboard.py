@@ -70,7 +70,7 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert participants.source.data["addr"] == ["host-a", "host-b"]
     assert participants.source.data["rank"] == [0, 1]
     assert fleet.source.data["run_id"] == ["job"] and fleet.source.data["participants"] == [2]
-    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_age")}
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_ms")}
     fleet_rows_before = fleet.source.data["run_id"]
     points_before = timeline.source.data["revision"]
     count_before = len(points_before)
@@ -92,7 +92,7 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert len(timeline.source.data["revision"]) == count_before + 1
 
     # A node joining after the others: streamed at the end, the table not replaced.
-    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_age")}
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_ms")}
     three = {("host-a", 1, 0): 1, ("host-b", 2, 0): 0, ("host-c", 3, 0): 2}
     version = monitor.version
     kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1))

@@ -21,7 +21,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
     from browser_helpers import WAIT_MS
     from playwright.sync_api import expect
 
-    from rdzv.ui.app import Dashboard
+    from rdzv.ui.app import TICK_SECONDS, Dashboard
 
     layout = KeyLayout(f"/{unique}")
     monitor = get_monitor(etcd_server.get_endpoint(), layout.prefix, api="v3")
@@ -57,12 +57,16 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
             subscribers = len(monitor._subscribers)
+            assert len(board._document.session_callbacks) == 1  # the clock's
             context.close()
             deadline = time.monotonic() + 60
             while board._unsubscribe is not None:  # the session is destroyed: its subscription goes
                 assert time.monotonic() < deadline, "the closed page's session kept its subscription"
                 time.sleep(0.1)
             assert len(monitor._subscribers) == subscribers - 1 and board._callback is None
+            ticked = board._last_tick
+            time.sleep(3 * TICK_SECONDS)
+            assert board._last_tick == ticked, "the closed page's clock kept ticking"
             kv.delete(layout.state_key("job"))
     finally:
         server.stop()

@@ -27,6 +27,9 @@ READ_TIMEOUT = 5.0
 """Seconds a monitor waits for etcd per request unless its target says otherwise: a viewer
 should say \"unreachable\" quickly, unlike a training job."""
 
+DIAGNOSES_KEPT = 256
+"""Answers of :meth:`Monitor.diagnose` kept for viewers asking the same question."""
+
 
 class Monitor:
     """Follows the runs at ``<prefix>/rendezvous/<run_id>`` and the store at ``<prefix>/store/``.
@@ -85,6 +88,7 @@ class Monitor:
         self._observers: tuple[Callable[..., None], ...] = ()
         self._retired_requests = 0
         self._on_stop: Callable[[Monitor], None] | None = None
+        self._diagnoses: dict[tuple, tuple[Finding, ...]] = {}  # see diagnose()
 
     def __repr__(self) -> str:
         return (f"Monitor(endpoint={self.endpoint!r}, prefix={self.prefix!r}, apis={self.apis}, "
@@ -182,11 +186,23 @@ class Monitor:
     def diagnose(self, run_id: str, given: RendezvousSettings | None = None, now: datetime | None = None,
                  api: str | None = None) -> tuple[Finding, ...]:
         """What ``run_id`` is waiting for and what torch does next (:func:`rdzv.diagnosis.diagnose`)
-        at ``now`` (default: the current time), under :meth:`settings`; ``()`` for an unknown run."""
+        at ``now`` (default: the current time), under :meth:`settings`; ``()`` for an unknown run.
+
+        Viewers that ask at the same ``now`` and :attr:`version` share one answer (every open
+        page of a dashboard ticks on the whole second, see ``rdzv.ui.app``)."""
+        key = (run_id, given, now, api, self.version)
+        found = self._diagnoses.get(key) if now is not None else None
+        if found is not None:
+            return found
         view = self.run(run_id, api)
         if view is None:
             return ()
-        return diagnose_view(view, self.settings(run_id, given, api), now or utc_now())
+        found = diagnose_view(view, self.settings(run_id, given, api), now or utc_now())
+        if now is not None:
+            if len(self._diagnoses) >= DIAGNOSES_KEPT:
+                self._diagnoses.clear()
+            self._diagnoses[key] = found
+        return found
 
     def history(self, run_id: str, api: str | None = None) -> list[Revision]:
         """The revisions of ``run_id`` seen, oldest first, at most ``history_limit``; [] if unknown."""

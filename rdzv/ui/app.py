@@ -27,7 +27,7 @@ from .timeline import TimelineView
 from .whats_happening import WhatsHappening
 
 TICK_SECONDS = 1.0
-"""How often the clock-only cells (ages, countdowns) are refreshed."""
+"""How often what follows the clock on the server (countdowns, findings) is refreshed."""
 
 
 class Dashboard(Viewer):
@@ -112,9 +112,11 @@ class Dashboard(Viewer):
         return moved
 
     def _tick_clocks(self) -> None:
-        """Move what changes with the clock alone (ages, countdowns, findings that time brings)."""
+        """Move what changes with the clock alone (countdowns, findings that time brings; the
+        tables' ages move in the page). Every session ticks on the whole second (what it shows
+        changes at most once a second), so sessions share the monitor's answers."""
         self._last_tick = time.monotonic()
-        now = utc_now()
+        now = utc_now().replace(microsecond=0)
         for view in self.views:
             view.tick(now)
 
@@ -138,7 +140,9 @@ class Dashboard(Viewer):
         if document is not None and document.session_context is not None:
             self._document = document
             self._unsubscribe = self.monitor.subscribe(self._changed)
-            self._callback = pn.state.add_periodic_callback(self._tick_clocks, period=int(TICK_SECONDS * 1000))
+            # Bokeh's own session callback: Panel's would also count every tick as "busy", a
+            # change of the process-wide pn.state that costs each tick more than the tick itself.
+            self._callback = _SessionCallback(document, self._tick_clocks, TICK_SECONDS)
             pn.state.on_session_destroyed(lambda _context: self.stop())
         else:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=self.poll_ms)
@@ -161,12 +165,12 @@ class Dashboard(Viewer):
 
     def stop(self) -> None:
         """Stop following the monitor; the views keep what they show."""
+        callback, self._callback = self._callback, None
+        if callback is not None:
+            callback.stop()
         unsubscribe, self._unsubscribe, self._document = self._unsubscribe, None, None
         if unsubscribe is not None:
             unsubscribe()
-        if self._callback is not None:
-            self._callback.stop()
-            self._callback = None
 
     def __panel__(self) -> pn.viewable.Viewable:
         if self._layout is None:
@@ -195,3 +199,22 @@ class Dashboard(Viewer):
             sizing_mode="stretch_width",
             styles={"background": "#f6f8fa"},
         )
+
+
+class _SessionCallback:
+    """``callback`` every ``seconds`` on a served session's ``document`` (run by Bokeh with the
+    document locked); :meth:`stop` ends it, also after Bokeh has discarded the session."""
+
+    def __init__(self, document, callback: Callable[[], None], seconds: float) -> None:
+        self._document = document
+        #: Milliseconds between calls.
+        self.period = int(seconds * 1000)
+        self._handle = document.add_periodic_callback(callback, self.period)
+
+    def stop(self) -> None:
+        document, self._document = self._document, None
+        if document is not None:
+            try:
+                document.remove_periodic_callback(self._handle)
+            except (ValueError, AttributeError):  # the session is gone, and Bokeh dropped its callbacks
+                pass

@@ -11,9 +11,10 @@ from bokeh.models import ColumnDataSource
 from ..diagnosis import headline
 from ..rendezvous_settings import RendezvousSettings
 from .base import MonitorView, section
+from .browser_clock import PageClock, age_formatter, epoch_ms
 from .sync import patch_column, sync_source
 from .tables import fit_height, text_table
-from ..text import run_state, since
+from ..text import run_state
 
 COLUMNS = [
     ("run_id", "run", 200),
@@ -23,7 +24,7 @@ COLUMNS = [
     ("waiting", "waiting", 70),
     ("state", "state", 100),
     ("finding", "what's happening", 360),
-    ("changed", "last change", 100),
+    ("changed_ms", "last change", 100),  # when the monitor saw the run's last change, aged by the page
 ]
 
 STATE_COLORS = {
@@ -48,9 +49,9 @@ class FleetView(MonitorView):
     def __init__(self, **params) -> None:
         super().__init__(**params)
         self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color"]})
-        self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True,
-                                multi_selectable=False)
-        self._updated_at: list[datetime] = []
+        self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True, multi_selectable=False,
+                                formatters={"changed_ms": age_formatter("changed_ms", "color", as_of_field=None)})
+        self.clock = PageClock(self.table)
         self._run_ids: list[str] = []
         self.source.selected.on_change("indices", self._on_select)
 
@@ -59,7 +60,6 @@ class FleetView(MonitorView):
 
     def _refresh(self, now: datetime) -> None:
         runs = sorted(self.monitor.runs().values(), key=lambda run: run.run_id)
-        self._updated_at = [run.updated_at for run in runs]
         self._run_ids = [run.run_id for run in runs]
         states = [run_state(run) for run in runs]
         columns = {
@@ -70,7 +70,7 @@ class FleetView(MonitorView):
             "waiting": [len(run.snapshot.wait_list) if run.snapshot else "" for run in runs],
             "state": states,
             "finding": self._headlines(now),
-            "changed": [since(moment, now) for moment in self._updated_at],
+            "changed_ms": [epoch_ms(run.updated_at) for run in runs],
             "color": [STATE_COLORS[state] for state in states],
         }
         sync_source(self.source, columns, key="run_id")
@@ -78,7 +78,7 @@ class FleetView(MonitorView):
         self._show_selection()
 
     def _tick(self, now: datetime) -> None:
-        patch_column(self.source, "changed", [since(moment, now) for moment in self._updated_at])
+        self.clock.tick(now)
         patch_column(self.source, "finding", self._headlines(now))
 
     def _headlines(self, now: datetime) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 import panel as pn
@@ -11,8 +12,8 @@ from bokeh.models import ColumnDataSource
 
 from ..nodes import COLUMNS, HEARTBEAT_ONLY, NodeRow, node_rows
 from ..rendezvous_settings import RendezvousSettings
-from ..text import age
 from .base import RunScopedView, section
+from .browser_clock import AS_OF_FIELD, PageClock, age_formatter, epoch_ms
 from .sync import sync_source
 from .tables import fit_height, text_table
 
@@ -21,10 +22,20 @@ WIDTHS = {"addr": 180, "pid": 70, "local_id": 60, "rank": 50, "list": 90, "heart
 _LIST_COLORS = {"participant": "#1f2328", "waiting": "#9a6700", "redundant": "#57606a", HEARTBEAT_ONLY: "#57606a"}
 STALE_COLOR = "#cf222e"
 
+HEARTBEAT_FIELD = "heartbeat_ms"
+"""The source column of each node's last heartbeat (ms since the epoch), aged by the page."""
+SOURCE_FIELDS = {field: HEARTBEAT_FIELD if field == "heartbeat_age" else field for field, _ in COLUMNS}
+"""The source column behind each of :data:`rdzv.nodes.COLUMNS`."""
+
 
 class ParticipantsView(RunScopedView):
     """Participants by rank, then the waiting, redundant and heartbeat-only nodes; stale nodes
-    (by the run's ``settings``) in red. Ages and stale flags follow the clock through :meth:`tick`."""
+    (by the run's ``settings``) in red.
+
+    Heartbeat ages are counted by the page itself (:mod:`.browser_clock`): the server sends each
+    node's last heartbeat once, and redraws a row only when its node turns stale (the moment is
+    known in advance: :meth:`RendezvousSettings.stale_after`), so a quiet run costs nothing per
+    second. Travelling in time, ages are told at the revision's moment and do not move."""
 
     settings = param.ClassSelector(class_=RendezvousSettings, default=RendezvousSettings(), doc=(
         "What the viewer was told of the run's settings (its published settings win); their keep-alive "
@@ -32,10 +43,13 @@ class ParticipantsView(RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.source = ColumnDataSource({name: [] for name in ["key", *(field for field, _ in COLUMNS), "color"]})
-        self.table = text_table(self.source, [(field, title, WIDTHS[field]) for field, title in COLUMNS],
-                                color_field="color")
+        self.source = ColumnDataSource({name: [] for name in ["key", *SOURCE_FIELDS.values(), AS_OF_FIELD, "color"]})
+        self.table = text_table(
+            self.source, [(SOURCE_FIELDS[field], title, WIDTHS[field]) for field, title in COLUMNS],
+            color_field="color", formatters={SOURCE_FIELDS["heartbeat_age"]: age_formatter(HEARTBEAT_FIELD, "color")})
+        self.clock = PageClock(self.table)
         self._snapshot = None
+        self._next_stale_at: datetime | None = None
 
     def _build(self) -> pn.viewable.Viewable:
         return section("Nodes", pn.pane.Bokeh(self.table, sizing_mode="stretch_width"))
@@ -43,17 +57,27 @@ class ParticipantsView(RunScopedView):
     def _refresh(self, now: datetime) -> None:
         run = self.reading()
         self._snapshot = run.snapshot if run is not None else None
-        self._tick(now)
+        self._show(now)
         fit_height(self.table, 4, 14)
 
     def _tick(self, now: datetime) -> None:
-        now = self.moment(now)
+        self.clock.tick(now)
+        if self._next_stale_at is not None and now > self._next_stale_at:
+            self._show(now)
+
+    def _show(self, now: datetime) -> None:
+        """Sync the table with the rows at ``now`` and note when the next node turns stale."""
+        moment = self.moment(now)
         settings = self.monitor.settings(self.run_id, self.settings) if self.run_id else self.settings
-        rows = node_rows(self._snapshot, settings, now) if self._snapshot is not None else []
-        sync_source(self.source, _columns(rows), key="key")
+        rows = node_rows(self._snapshot, settings, moment) if self._snapshot is not None else []
+        as_of_ms = math.nan if self.as_of is None else epoch_ms(moment)
+        sync_source(self.source, _columns(rows, as_of_ms), key="key")
+        turning = [settings.stale_after(row.last_heartbeat) for row in rows
+                   if row.last_heartbeat is not None and not row.stale]
+        self._next_stale_at = min(turning) if turning and self.as_of is None else None
 
 
-def _columns(rows: list[NodeRow]) -> dict[str, list]:
+def _columns(rows: list[NodeRow], as_of_ms: float) -> dict[str, list]:
     return {
         "key": [repr((row.addr, row.pid, row.local_id)) for row in rows],
         "addr": [row.addr for row in rows],
@@ -61,7 +85,8 @@ def _columns(rows: list[NodeRow]) -> dict[str, list]:
         "local_id": [row.local_id for row in rows],
         "rank": ["" if row.rank is None else row.rank for row in rows],
         "list": [row.list for row in rows],
-        "heartbeat_age": [age(row.heartbeat_age) for row in rows],
+        HEARTBEAT_FIELD: [epoch_ms(row.last_heartbeat) for row in rows],
+        AS_OF_FIELD: [as_of_ms] * len(rows),
         "stale": ["stale" if row.stale else "" for row in rows],
         "color": [STALE_COLOR if row.stale else _LIST_COLORS[row.list] for row in rows],
     }

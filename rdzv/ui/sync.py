@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -61,5 +62,11 @@ def patch_column(source: ColumnDataSource, name: str, values: Sequence) -> bool:
 
 
 def _changed_cells(current: Sequence, values: Sequence, rows: int) -> list[tuple[int, object]]:
-    """``(row, new value)`` of the first ``rows`` cells where ``values`` differs from ``current``."""
-    return [(row, values[row]) for row in range(rows) if current[row] != values[row]]
+    """``(row, new value)`` of the first ``rows`` cells where ``values`` differs from ``current``
+    (NaN, which differs from itself, counts as equal to NaN)."""
+    return [(row, values[row]) for row in range(rows) if current[row] != values[row] and not (
+        _is_nan(current[row]) and _is_nan(values[row]))]
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and math.isnan(value)

@@ -1,4 +1,5 @@
-"""Read-only Bokeh DataTables whose every cell is plain text.
+"""Read-only Bokeh DataTables whose every cell is plain text (or, for a column given its own
+formatter, markup made of numbers only).
 
 Bokeh's ``StringFormatter`` puts the value into the cell as a text node, so a node
 address like ``<img src=x onerror=...>`` shows as those characters and never as markup.
@@ -6,10 +7,10 @@ address like ``<img src=x onerror=...>`` shows as those characters and never as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import panel as pn
-from bokeh.models import ColumnDataSource, CustomJS, DataTable, StringFormatter, TableColumn
+from bokeh.models import CellFormatter, ColumnDataSource, CustomJS, DataTable, StringFormatter, TableColumn
 
 HEADER_HEIGHT = 30
 ROW_HEIGHT = 26
@@ -19,16 +20,21 @@ Column = tuple[str, str, int]
 
 
 def text_table(
-    source: ColumnDataSource, columns: Sequence[Column], *, color_field: str | None = None, **options
+    source: ColumnDataSource, columns: Sequence[Column], *, color_field: str | None = None,
+    formatters: Mapping[str, CellFormatter] | None = None, **options
 ) -> DataTable:
     """A non-editable DataTable over ``source`` showing ``columns`` as plain text.
 
-    ``color_field`` names a source column holding each row's text color.
+    ``color_field`` names a source column holding each row's text color; ``formatters`` gives
+    the columns (by field) that show something other than their value's text (their formatter
+    must never put text from the state into markup).
     """
     formatter = StringFormatter(text_color=color_field) if color_field else StringFormatter()
+    formatters = formatters or {}
     table = DataTable(
         source=source,
-        columns=[TableColumn(field=field, title=title, width=width, formatter=formatter) for field, title, width in columns],
+        columns=[TableColumn(field=field, title=title, width=width, formatter=formatters.get(field, formatter))
+                 for field, title, width in columns],
         editable=False,
         index_position=None,
         reorderable=False,

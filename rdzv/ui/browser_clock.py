@@ -1,0 +1,101 @@
+"""Ages the page keeps current by itself: a table column showing how long ago a moment was,
+redrawn by the browser once a second, so that a quiet run costs the server nothing per second
+and per open page.
+
+The server sends each moment once (milliseconds since the epoch) and, now and then, its own
+clock (:func:`tell_clock`). The page counts from its own clock corrected by the server's, so a
+viewer whose clock is off still reads the server's ages: the correction is the largest of the
+last few ``server clock - page clock`` readings, since a reading that waited in a queue can only
+make the server look behind. A row whose ``as_of_ms`` is a number is aged at that moment
+instead (time travel: a revision's ages do not move).
+
+The text is :func:`rdzv.text.age`'s, written again in JavaScript (:data:`AGE_JS`);
+``tests/test_browser_clock.py`` holds the two to the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+from bokeh.models import CustomJS, DataTable, HTMLTemplateFormatter
+
+from ..text import NO_VALUE
+
+AS_OF_FIELD = "as_of_ms"
+"""The source column holding the moment a row is aged at (NaN: the clock, live)."""
+
+TELL_EVERY_SECONDS = 60.0
+"""How often a session sends the server's clock to its page after the first time."""
+
+AGE_JS = f"""function (ms) {{
+  if (typeof ms !== "number" || ms !== ms) return "{NO_VALUE}";
+  var s = Math.floor(Math.max(0, ms / 1000));
+  var two = function (n) {{ return (n < 10 ? "0" : "") + n; }};
+  if (s < 60) return s + " s";
+  if (s < 3600) return Math.floor(s / 60) + " min " + two(s % 60) + " s";
+  if (s < 86400) return Math.floor(s / 3600) + " h " + two(Math.floor(s % 3600 / 60)) + " min";
+  return Math.floor(s / 86400) + " d " + two(Math.floor(s % 86400 / 3600)) + " h";
+}}"""
+"""``rdzv.text.age`` of a duration in milliseconds (NaN: no moment, :data:`rdzv.text.NO_VALUE`)."""
+
+_FOLLOW_JS = """
+if (cb_obj === table) {
+  const now = Date.now();
+  const readings = (window.rdzvServerClockReadings || []).filter(([at]) => now - at < 600000).slice(-9);
+  readings.push([now, table.tags[0] - now]);
+  window.rdzvServerClockReadings = readings;
+  window.rdzvServerClockOffsetMs = Math.max(...readings.map(([, offset]) => offset));
+}
+const timers = window.rdzvClockTimers || (window.rdzvClockTimers = {});
+if (!(table.id in timers)) {
+  timers[table.id] = setInterval(() => view.change.emit(), 1000);
+}
+"""
+
+
+def age_formatter(moment_field: str, color_field: str, as_of_field: str | None = AS_OF_FIELD
+                  ) -> HTMLTemplateFormatter:
+    """A cell showing how long before the page's corrected clock (or the row's ``as_of_field``,
+    when that is a number) the row's ``moment_field`` (ms since the epoch; NaN: none) was, in the
+    row's ``color_field``. ``as_of_field=None``: always the clock.
+
+    Only numbers and the server's own colors reach the markup, never text from the state.
+    """
+    clock = "(Date.now() + (window.rdzvServerClockOffsetMs || 0))"
+    now = clock if as_of_field is None else f"(({as_of_field} === {as_of_field}) ? {as_of_field} : {clock})"
+    template = (f"<span style=\"color: <%= {color_field} %>\">"
+                f"<%= ({AGE_JS})({now} - {moment_field}) %></span>")
+    return HTMLTemplateFormatter(template=template)
+
+
+def follow_clock(table: DataTable) -> None:
+    """Have the page redraw ``table`` once a second, from the first telling of the clock (:class:`PageClock`) or change
+    of its data on, so its :func:`age_formatter` cells follow the clock."""
+    follow = CustomJS(args={"table": table, "view": table.view}, code=_FOLLOW_JS)
+    table.js_on_change("tags", follow)
+    for event in ("data", "patching", "streaming"):
+        table.source.js_on_change(event, follow)
+
+
+class PageClock:
+    """The server's side of one table's page clock: :func:`follow_clock` on the table, and the
+    server's clock told to the page once the table is on a page, then every
+    :data:`TELL_EVERY_SECONDS` (call :meth:`tick` from the view's clock tick)."""
+
+    def __init__(self, table: DataTable) -> None:
+        self.table = table
+        self._told_at: datetime | None = None
+        follow_clock(table)
+
+    def tick(self, now: datetime) -> None:
+        if self.table.document is None:
+            return  # only a change reaches the page, so the first telling waits until it is on one
+        if self._told_at is None or (now - self._told_at).total_seconds() >= TELL_EVERY_SECONDS:
+            self._told_at = now
+            self.table.tags = [now.timestamp() * 1000]
+
+
+def epoch_ms(moment: datetime | None) -> float:
+    """``moment`` in milliseconds since the epoch; NaN for none (the cell shows no age)."""
+    return math.nan if moment is None else moment.timestamp() * 1000

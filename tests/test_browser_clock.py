@@ -1,0 +1,136 @@
+"""Ages the page counts by itself (rdzv.ui.browser_clock): the same text as rdzv.text.age, told
+from the server's clock even when the viewer's is wrong, moving without the server sending
+anything; a node's row redrawn by the server only when it turns stale; frozen when travelling
+in time. On a real etcd, in a real Chromium."""
+
+from __future__ import annotations
+
+import base64
+import math
+import pickle
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from browser_helpers import WAIT_MS
+
+SKEW_S = 3600
+"""How far ahead of the server the skewed viewer's clock runs."""
+
+
+def state_b64(heartbeats: dict[tuple[str, int, int], datetime], round_: int = 1) -> str:
+    """A completed round of these participants (ranks in order), each with its last heartbeat."""
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
+
+    state = _RendezvousState()
+    state.round, state.complete = round_, True
+    for rank, ((addr, pid, local_id), beat) in enumerate(heartbeats.items()):
+        node = _NodeDesc(addr, pid, local_id)
+        state.participants[node] = rank
+        state.last_heartbeats[node] = beat
+    return base64.b64encode(pickle.dumps(state)).decode()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+def test_the_pages_age_text_is_rdzv_text_age(page):
+    from rdzv.text import age
+    from rdzv.ui.browser_clock import AGE_JS
+
+    durations_ms = [-5_000, 0, 999, 1_000, 59_999, 60_000, 61_000, 605_000, 3_599_999, 3_600_000, 3_661_000,
+                    86_399_999, 86_400_000, 90_061_000, 10 * 86_400_000 + 5_000]
+    page.set_content("<html><body></body></html>")
+    shown = page.evaluate(f"(durations) => durations.map({AGE_JS})", durations_ms)
+    assert shown == [age(ms / 1000) for ms in durations_ms]
+    assert page.evaluate(f"() => ({AGE_JS})(NaN)") == age(None)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+def test_ages_count_in_the_page_by_the_servers_clock_without_the_server(etcd_server, unique, serve, page):
+    """A viewer whose clock runs an hour ahead reads the server's ages, and they move while the
+    server sends no heartbeat data at all."""
+    from playwright.sync_api import expect
+
+    from rdzv.text import age
+
+    beat = datetime.now(timezone.utc) - timedelta(seconds=3)
+    kv = etcd_server.kv(api="v2")
+    kv.put(f"/torch/elastic/rendezvous/{unique}", state_b64({("host-a", 1, 0): beat}))
+    kv.close()
+    dashboard = serve(["--endpoint", etcd_server.get_endpoint(), "--run-id", unique])
+    page.clock.install(time=time.time() + SKEW_S)
+    frames: list[str] = []
+    page.on("websocket", lambda socket: socket.on(
+        "framereceived", lambda payload: frames.append(payload if isinstance(payload, str) else repr(payload))))
+    page.goto(dashboard.url)
+    expect(page.get_by_text("host-a", exact=True)).to_be_visible(timeout=WAIT_MS)
+    # Seconds only: an age an hour out (the viewer's own clock) would read "1 h ..".
+    ages = page.get_by_text(re.compile(r"^\d+ s$"))
+    expect(ages.first).to_be_visible(timeout=WAIT_MS)
+
+    def age_shown() -> int:
+        return int(ages.first.inner_text().split()[0])
+
+    frames.clear()
+    first, read_at = age_shown(), datetime.now(timezone.utc)
+    assert abs(first - (read_at - beat).total_seconds()) <= 3, (first, age(read_at - beat))
+    deadline = time.monotonic() + 30
+    while age_shown() < first + 2:
+        assert time.monotonic() < deadline, f"the age stayed at {age_shown()} s"
+        page.wait_for_timeout(200)
+    assert not [frame for frame in frames if "heartbeat_ms" in frame], \
+        "the server sent heartbeat data although no heartbeat changed"
+
+
+def test_a_nodes_row_turns_stale_when_its_time_comes_and_travel_freezes_the_ages(etcd_server, unique):
+    from rdzv.monitor import get_monitor
+    from rdzv.rendezvous_settings import RendezvousSettings
+    from rdzv.ui.browser_clock import AS_OF_FIELD, epoch_ms
+    from rdzv.ui.participants import HEARTBEAT_FIELD, STALE_COLOR, ParticipantsView
+
+    now = datetime.now(timezone.utc)
+    beats = {("host-a", 1, 0): now, ("host-b", 2, 0): now - timedelta(seconds=5)}
+    kv = etcd_server.kv(api="v2")
+    key = f"/{unique}/rendezvous/job"
+    monitor = get_monitor(etcd_server.get_endpoint(), f"/{unique}", api="v2")
+    try:
+        version = monitor.version
+        kv.put(key, state_b64(beats))
+        while monitor.run("job") is None:
+            version = monitor.wait_for_version(version, timeout=10)
+        view = ParticipantsView(monitor=monitor, run_id="job")
+        view.update(force=True)
+        assert view.source.data["addr"] == ["host-a", "host-b"]
+        assert view.source.data[HEARTBEAT_FIELD] == [epoch_ms(beat) for beat in beats.values()]
+        assert all(math.isnan(value) for value in view.source.data[AS_OF_FIELD])
+        assert view.source.data["stale"] == ["", ""]
+
+        b_turns = RendezvousSettings().stale_after(beats[("host-b", 2, 0)])
+        columns = {name: view.source.data[name] for name in view.source.data}
+        view.tick(b_turns)  # not after it yet: nothing is sent
+        assert view.source.data["stale"] == ["", ""]
+        assert all(view.source.data[name] is column for name, column in columns.items())
+        view.tick(b_turns + timedelta(microseconds=1))
+        assert view.source.data["stale"] == ["", "stale"]
+        assert view.source.data["color"][1] == STALE_COLOR
+        assert all(view.source.data[name] is column for name, column in columns.items()), \
+            "turning stale must patch the row, not replace the table"
+
+        # A newer heartbeat for host-b, then back to the revision before it: aged at that moment.
+        first = monitor.run("job").revision
+        version = monitor.version
+        kv.put(key, state_b64({**beats, ("host-b", 2, 0): datetime.now(timezone.utc)}))
+        monitor.wait_for_version(version, timeout=10)
+        view.as_of = first
+        entry = monitor.revision_at("job", first)
+        assert view.source.data[AS_OF_FIELD] == [epoch_ms(entry.seen_at)] * 2
+        assert view.source.data["stale"] == ["", ""]  # neither was stale when that revision was seen
+        columns = {name: list(view.source.data[name]) for name in view.source.data}
+        view.tick(datetime.now(timezone.utc) + timedelta(hours=1))
+        assert {name: list(view.source.data[name]) for name in view.source.data} == columns, \
+            "a revision of the past changed with the clock"
+    finally:
+        monitor.stop()
+        kv.close()

@@ -16,8 +16,8 @@ came before, and one server with 1, 10 and 50 sessions open on a 1,000-node load
    protocol, pulling the document and reading every change pushed). For each count: the real
    page's change-to-browser lag p50/p99 (each write, until the page held it or a newer
    revision), the server process's CPU (``/proc/<pid>/stat``, in cores) and resident memory.
-   Then, the load stopped and etcd quiet, the server's CPU with every session still open; in full
-   mode also, once the lightweight sessions closed and Bokeh had time to discard them, its CPU
+   Then, the load stopped and etcd quiet, the server's CPU with every session still open: while
+   the nodes turn stale, and once every heartbeat has expired; in full mode also, once the lightweight sessions closed and Bokeh had time to discard them, its CPU
    with the one page left and its memory.
 
 Each process's wait for a CPU (``/proc/<pid>/task/*/schedstat``) is recorded beside its CPU, to tell
@@ -41,6 +41,7 @@ TARGET_LAG_S = 1.0
 TARGET_CORES = 1.0
 LOAD_NODES = 1000
 KEEP_ALIVE_S = 5.0
+HEARTBEAT_EXPIRY_S = 3 * KEEP_ALIVE_S  # torch's keep_alive_max_attempt (3): the page's stale rule, as it is told no other
 # Bokeh discards a session unused for 15 s (--unused-session-lifetime), checking every 17 s
 # (--check-unused-sessions): after this long every closed session is gone.
 RELEASE_WAIT_S = 40.0
@@ -157,10 +158,16 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                               f"{open_s:.1f} s)")
                 load.stop()
             # the generator has stopped: etcd is quiet from here
+            stopped = time.monotonic()
             time.sleep(2.0)
             cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
             time.sleep(window)
             quiet = {"sessions": counts[-1], "cpu_cores": cpu.read(), "rss_mb": rss_mb(served.pid)}
+            # Then once every node's last heartbeat has expired: nothing left to change on any page.
+            time.sleep(max(0.0, stopped + HEARTBEAT_EXPIRY_S + 2.0 - time.monotonic()))
+            cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
+            time.sleep(window)
+            quiet["expired_cpu_cores"] = cpu.read()
             light.close()
             light = None
             if release_wait:  # Bokeh drops a closed session's document once it has been unused for a while
@@ -257,11 +264,18 @@ def run(bench: Bench) -> dict:
                           "pushes_per_light_session_s": phase["patches_per_light_session_per_s"],
                           "open_s": phase["open_s"]})
     quiet = crowd["quiet"]
-    rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet", "cores",
-                    quiet["cpu_cores"] or 0.0, target="≈ 0 (≤ 0.05)",
-                    met=quiet["cpu_cores"] is not None and quiet["cpu_cores"] <= 0.05,
-                    note=f"RSS {quiet['rss_mb'] or 0:.0f} MB; {quiet['rss_after_light_closed_mb'] or 0:.0f} MB "
+    rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet: the first {window:g} s",
+                    "cores", quiet["cpu_cores"] or 0.0,
+                    note=f"from 2 s after the load stopped: the sessions catch up and the {LOAD_NODES:,} nodes "
+                         f"turn stale one after another (each page is sent each change); RSS "
+                         f"{quiet['rss_mb'] or 0:.0f} MB; {quiet['rss_after_light_closed_mb'] or 0:.0f} MB "
                          f"{quiet['waited_after_close_s']:g} s after the lightweight sessions closed"))
+    if quiet.get("expired_cpu_cores") is not None:
+        rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet, every heartbeat expired",
+                        "cores", quiet["expired_cpu_cores"], target="≈ 0 (≤ 0.05)",
+                        met=quiet["expired_cpu_cores"] <= 0.05,
+                        note="the next 20 s: nothing changes but the clock (ages count in the page; the findings' "
+                             "countdowns and durations are re-sent each second)"))
     if quiet.get("one_session_cpu_cores") is not None:
         rows.append(row(f"dashboard server CPU, 1 session left, etcd quiet ({quiet['waited_after_close_s']:g} s after "
                         "the others closed)", "cores", quiet["one_session_cpu_cores"],

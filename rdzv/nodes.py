@@ -66,6 +66,7 @@ def node_rows(snapshot: RendezvousSnapshot, settings: RendezvousSettings | None,
     """The rows of every node ``snapshot`` mentions, in display order, aged at ``now`` under
     ``settings`` (default: torch's keep-alive defaults)."""
     settings = settings or RendezvousSettings()
+    stale = settings.stale_among(snapshot.last_heartbeats, now)
     rows = []
     for node in snapshot.nodes:
         where = snapshot.membership(node) or HEARTBEAT_ONLY
@@ -77,7 +78,7 @@ def node_rows(snapshot: RendezvousSnapshot, settings: RendezvousSettings | None,
             list=where,
             last_heartbeat=last,
             heartbeat_age=None if last is None else now - last,
-            stale=settings.is_stale(last, now),
+            stale=node in stale,
         ))
     rows.sort(key=lambda row: (_LIST_ORDER[row.list], snapshot.participants.get(row.node, 0), row.node))
     return rows

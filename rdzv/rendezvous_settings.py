@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -80,7 +81,7 @@ class RendezvousSettings:
 
     # -- what the settings decide ---------------------------------------------------
 
-    @property
+    @cached_property
     def heartbeat_expiry(self) -> timedelta:
         """How long after its last heartbeat torch counts a node as dead (interval x attempts)."""
         return timedelta(seconds=self.keep_alive_interval * self.keep_alive_max_attempt)

@@ -288,3 +288,28 @@ def test_a_node_name_with_html_stays_text_in_whats_happening(etcd_server, unique
         expect(page.get_by_text(hostile, exact=True).first).to_be_visible(timeout=WAIT_MS)  # the node table
         assert page.locator("img[src=x]").count() == 0  # nothing the name says became markup
         kv.delete(layout.state_key("job"))
+
+
+def test_stepping_back_before_the_history_is_read_says_so(etcd_server, unique):
+    from rendezvous_helpers import torch_state_b64
+
+    from rdzv.ui.time_travel import TimeTravelBar
+
+    layout = KeyLayout(f"/{unique}")
+    monitor = Monitor(etcd_server.get_endpoint(), layout.prefix, api="v3").start()
+    try:
+        bar = TimeTravelBar(monitor=monitor, run_id="job")
+        bar.step(-1)
+        assert bar.as_of is None and "nothing-to-step" in bar.label.object
+
+        version = monitor.version
+        with etcd_server.kv(api="v3") as kv:
+            kv.put(layout.state_key("job"), torch_state_b64({("host-a", 1, 0): 0}))
+        wait_for(lambda: monitor.history("job"), timeout=30, what="the run's history")
+        monitor.wait_for_version(version, timeout=10)
+        bar.update()
+        assert "nothing-to-step" not in bar.label.object
+        bar.step(-1)
+        assert bar.as_of == monitor.history("job")[0].revision
+    finally:
+        monitor.stop()

@@ -7,6 +7,7 @@ import html
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import panel as pn
 import param
@@ -28,6 +29,13 @@ from .whats_happening import WhatsHappening
 
 TICK_SECONDS = 1.0
 """How often what follows the clock on the server (countdowns, findings) is refreshed."""
+
+
+def shared_now() -> datetime:
+    """The time every session shows its views at: the current second (what the page shows
+    changes at most once a second), so that sessions refreshing in the same second ask the
+    monitor the same questions and share its answers and the rows made of them."""
+    return utc_now().replace(microsecond=0)
 
 
 class Dashboard(Viewer):
@@ -99,8 +107,9 @@ class Dashboard(Viewer):
         moved = version != self._shown_version
         if moved:
             self._shown_version = version
+            now = shared_now()
             for view in self.views:
-                view.update()
+                view.update(now=now)
             if self.run_id is None:
                 self._pick_run()
         if time.monotonic() - self._last_tick >= TICK_SECONDS:
@@ -113,10 +122,9 @@ class Dashboard(Viewer):
 
     def _tick_clocks(self) -> None:
         """Move what changes with the clock alone (countdowns, findings that time brings; the
-        tables' ages move in the page). Every session ticks on the whole second (what it shows
-        changes at most once a second), so sessions share the monitor's answers."""
+        tables' ages move in the page)."""
         self._last_tick = time.monotonic()
-        now = utc_now().replace(microsecond=0)
+        now = shared_now()
         for view in self.views:
             view.tick(now)
 

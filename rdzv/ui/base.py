@@ -42,13 +42,14 @@ class MonitorView(Viewer):
             self._layout = self._build()
         return self._layout
 
-    def update(self, force: bool = False) -> bool:
-        """Bring the view to the monitor's current version; True if it read the monitor."""
+    def update(self, force: bool = False, now: datetime | None = None) -> bool:
+        """Bring the view to the monitor's current version, as of ``now`` (default: the current
+        time); True if it read the monitor."""
         version = self.monitor.version
         if version == self._shown_version and not force:
             return False
         self._shown_version = version
-        return self._guarded("update", self._refresh, utc_now())
+        return self._guarded("update", self._refresh, now or utc_now())
 
     def tick(self, now: datetime | None = None) -> None:
         """Refresh the clock-dependent cells (ages, countdowns) as of ``now``."""

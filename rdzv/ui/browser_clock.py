@@ -20,13 +20,16 @@ from datetime import datetime
 
 from bokeh.models import CustomJS, DataTable, HTMLTemplateFormatter
 
-from ..text import NO_VALUE
+from ..text import NO_VALUE, utc_now
 
 AS_OF_FIELD = "as_of_ms"
 """The source column holding the moment a row is aged at (NaN: the clock, live)."""
 
+FIRST_TELLINGS = 5
+"""Ticks at the start of a page that each send it the server's clock."""
+
 TELL_EVERY_SECONDS = 60.0
-"""How often a session sends the server's clock to its page after the first time."""
+"""How often a session sends the server's clock to its page after the first tellings."""
 
 AGE_JS = f"""function (ms) {{
   if (typeof ms !== "number" || ms !== ms) return "{NO_VALUE}";
@@ -80,20 +83,25 @@ def follow_clock(table: DataTable) -> None:
 
 class PageClock:
     """The server's side of one table's page clock: :func:`follow_clock` on the table, and the
-    server's clock told to the page once the table is on a page, then every
-    :data:`TELL_EVERY_SECONDS` (call :meth:`tick` from the view's clock tick)."""
+    server's clock told to the page once a tick for the first :data:`FIRST_TELLINGS` ticks on a
+    page (a telling made while the page was still loading arrives late, and reads as a server
+    behind; the page keeps the best of them), then every :data:`TELL_EVERY_SECONDS`. Call
+    :meth:`tick` from the view's clock tick."""
 
     def __init__(self, table: DataTable) -> None:
         self.table = table
+        self._told = 0
         self._told_at: datetime | None = None
         follow_clock(table)
 
     def tick(self, now: datetime) -> None:
         if self.table.document is None:
-            return  # only a change reaches the page, so the first telling waits until it is on one
-        if self._told_at is None or (now - self._told_at).total_seconds() >= TELL_EVERY_SECONDS:
+            return  # only a change reaches the page, so telling waits until it is on one
+        if (self._told < FIRST_TELLINGS or self._told_at is None
+                or (now - self._told_at).total_seconds() >= TELL_EVERY_SECONDS):
+            self._told += 1
             self._told_at = now
-            self.table.tags = [now.timestamp() * 1000]
+            self.table.tags = [utc_now().timestamp() * 1000]  # the exact time, not the tick's second
 
 
 def epoch_ms(moment: datetime | None) -> float:

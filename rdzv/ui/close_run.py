@@ -31,10 +31,10 @@ class CloseRunAction(RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.ask = pn.widgets.Button(name="Close run…", button_type="danger", button_style="outline",
+        self.ask = pn.widgets.Button(label="Close run…", color="danger", button_style="outline",
                                      width=130, margin=(5, 5), disabled=not self.run_id)
-        self.confirm = pn.widgets.Button(name="Yes, close it", button_type="danger", width=130, margin=(5, 5))
-        self.cancel = pn.widgets.Button(name="Cancel", width=90, margin=(5, 5))
+        self.confirm = pn.widgets.Button(label="Yes, close it", color="danger", width=130, margin=(5, 5))
+        self.cancel = pn.widgets.Button(label="Cancel", width=90, margin=(5, 5))
         self.message = pn.pane.HTML("", stylesheets=[STYLESHEET], margin=(5, 5), sizing_mode="stretch_width")
         self.confirmation = pn.Row(self.confirm, self.cancel, visible=False, margin=0)
         self.ask.on_click(self._ask)

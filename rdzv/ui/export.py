@@ -28,7 +28,7 @@ class HistoryExport(RunScopedView):
         self.buttons = {
             fmt: pn.widgets.FileDownload(
                 callback=(lambda fmt=fmt: self.history_file(fmt)), filename=export_filename("run", fmt),
-                label=f"History as {fmt.upper()}", embed=False, button_type="default", disabled=True,
+                label=f"History as {fmt.upper()}", embed=False, color="default", disabled=True,
                 width=170, margin=(5, 5),
             )
             for fmt in FORMATS

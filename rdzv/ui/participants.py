@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from datetime import datetime
 
 import panel as pn
@@ -12,6 +14,7 @@ from bokeh.models import ColumnDataSource
 
 from ..nodes import COLUMNS, HEARTBEAT_ONLY, NodeRow, node_rows
 from ..rendezvous_settings import RendezvousSettings
+from ..state import RendezvousSnapshot
 from .base import RunScopedView, section
 from .browser_clock import AS_OF_FIELD, PageClock, age_formatter, epoch_ms
 from .sync import sync_source
@@ -67,14 +70,37 @@ class ParticipantsView(RunScopedView):
 
     def _show(self, now: datetime) -> None:
         """Sync the table with the rows at ``now`` and note when the next node turns stale."""
-        moment = self.moment(now)
         settings = self.monitor.settings(self.run_id, self.settings) if self.run_id else self.settings
-        rows = node_rows(self._snapshot, settings, moment) if self._snapshot is not None else []
-        as_of_ms = math.nan if self.as_of is None else epoch_ms(moment)
-        sync_source(self.source, _columns(rows, as_of_ms), key="key")
-        turning = [settings.stale_after(row.last_heartbeat) for row in rows
-                   if row.last_heartbeat is not None and not row.stale]
-        self._next_stale_at = min(turning) if turning and self.as_of is None else None
+        columns, self._next_stale_at = _table(self._snapshot, settings, self.moment(now), live=self.as_of is None)
+        sync_source(self.source, columns, key="key")
+
+
+_SHARED_TABLES: OrderedDict[tuple, tuple[object, dict[str, list], datetime | None]] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+SHARED_TABLES_KEPT = 8
+"""Tables kept for other sessions showing the same state at the same moment."""
+
+
+def _table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, moment: datetime, live: bool
+           ) -> tuple[dict[str, list], datetime | None]:
+    """The table's columns for ``snapshot`` at ``moment`` and, ``live``, when its next node turns
+    stale (:meth:`RendezvousSettings.stale_after`). Sessions asking the same share one answer,
+    which none of them may change (:func:`sync_source` copies what it keeps)."""
+    key = (id(snapshot), settings, moment, live)
+    with _SHARED_LOCK:
+        kept = _SHARED_TABLES.get(key)
+        if kept is not None and kept[0] is snapshot:
+            _SHARED_TABLES.move_to_end(key)
+            return kept[1], kept[2]
+    rows = node_rows(snapshot, settings, moment) if snapshot is not None else []
+    columns = _columns(rows, math.nan if live else epoch_ms(moment))
+    turning = [settings.stale_after(row.last_heartbeat) for row in rows if row.last_heartbeat is not None and not row.stale]
+    next_stale_at = min(turning) if turning and live else None
+    with _SHARED_LOCK:
+        _SHARED_TABLES[key] = (snapshot, columns, next_stale_at)
+        while len(_SHARED_TABLES) > SHARED_TABLES_KEPT:
+            _SHARED_TABLES.popitem(last=False)
+    return columns, next_stale_at
 
 
 def _columns(rows: list[NodeRow], as_of_ms: float) -> dict[str, list]:

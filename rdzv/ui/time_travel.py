@@ -26,13 +26,14 @@ class TimeTravelBar(RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.older = pn.widgets.Button(name="◀ Previous change", width=140, margin=(5, 5))
-        self.newer = pn.widgets.Button(name="Next change ▶", width=130, margin=(5, 5))
-        self.live = pn.widgets.Button(name="Back to live", button_type="primary", width=110, margin=(5, 5))
+        self.older = pn.widgets.Button(label="◀ Previous change", width=140, margin=(5, 5))
+        self.newer = pn.widgets.Button(label="Next change ▶", width=130, margin=(5, 5))
+        self.live = pn.widgets.Button(label="Back to live", color="primary", width=110, margin=(5, 5))
         self.label = pn.pane.HTML(LIVE, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(10, 5, 0, 5))
         self.older.on_click(lambda _: self.step(-1))
         self.newer.on_click(lambda _: self.step(+1))
         self.live.on_click(lambda _: setattr(self, "as_of", None))
+        self._nothing_to_step = False  # the last step found no change to step to (said until the next step)
 
     def _build(self) -> pn.viewable.Viewable:
         return pn.Row(self.older, self.newer, self.live, self.label, sizing_mode="stretch_width", margin=(0, 5))
@@ -42,7 +43,9 @@ class TimeTravelBar(RunScopedView):
         (+1) the one shown; past the newest, live."""
         history = self.monitor.history(self.run_id) if self.run_id else []
         revisions = [entry.revision for entry in history if not entry.heartbeat_only]
+        self._nothing_to_step = not revisions
         if not revisions:
+            self.tick()
             return
         current = self.as_of if self.as_of is not None else revisions[-1]
         at = max((index for index, revision in enumerate(revisions) if revision <= current), default=0)
@@ -50,6 +53,8 @@ class TimeTravelBar(RunScopedView):
         self.as_of = None if at >= len(revisions) else revisions[max(at, 0)]
 
     def _refresh(self, now: datetime) -> None:
+        if self._nothing_to_step and self.run_id:
+            self._nothing_to_step = all(entry.heartbeat_only for entry in self.monitor.history(self.run_id))
         self._tick(now)
 
     def _tick(self, now: datetime) -> None:
@@ -58,6 +63,10 @@ class TimeTravelBar(RunScopedView):
         self.newer.disabled = self.as_of is None
         if self.as_of is None:
             text = LIVE
+            if self._nothing_to_step and self.run_id:
+                text += (" <span class='rdzv-warn' data-role='nothing-to-step'>No change of this run but heartbeats "
+                         "has been read yet (its history is read back from etcd when the dashboard starts); try "
+                         "again in a moment.</span>")
         elif entry is None:
             text = (f"<span class='rdzv-warn' data-role='as-of'>As of revision {self.as_of}</span> "
                     "<span class='rdzv-muted'>— the history kept does not reach back that far.</span>")

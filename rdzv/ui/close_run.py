@@ -31,7 +31,7 @@ class CloseRunAction(RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.ask = pn.widgets.Button(label="Close run…", color="danger", button_style="outline",
+        self.ask = pn.widgets.Button(label="Close run…", color="danger", variant="outline",
                                      width=130, margin=(5, 5), disabled=not self.run_id)
         self.confirm = pn.widgets.Button(label="Yes, close it", color="danger", width=130, margin=(5, 5))
         self.cancel = pn.widgets.Button(label="Cancel", width=90, margin=(5, 5))

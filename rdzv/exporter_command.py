@@ -9,10 +9,10 @@ the metrics name every run and node, so serving them to the network is an explic
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import signal
 import threading
 
+from .loopback import is_loopback_address
 from .command_line import EXIT_OK, EXIT_USAGE, CommandError, resolve_target
 
 READ_TIMEOUT = 5.0
@@ -26,16 +26,6 @@ def add_exporter_arguments(parser: argparse.ArgumentParser) -> None:
                              "and node address")
 
 
-def is_loopback(address: str) -> bool:
-    """Whether ``address`` (an IP or host name) binds to this machine only."""
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def run_exporter(args: argparse.Namespace) -> int:
     """Serve ``/metrics`` until SIGTERM or Ctrl-C; the exit code."""
     from prometheus_client import CollectorRegistry, start_http_server
@@ -44,7 +34,7 @@ def run_exporter(args: argparse.Namespace) -> int:
     from .monitor import get_monitor
 
     target, resolved = resolve_target(args, timeout=READ_TIMEOUT)
-    if not is_loopback(args.address) and not args.allow_remote_scrapes:
+    if not is_loopback_address(args.address) and not args.allow_remote_scrapes:
         raise CommandError(f"Binding the metrics to {args.address} would let anyone who reaches it read every run "
                            "and node name; bind to 127.0.0.1 behind your scraper's proxy, or pass "
                            "--allow-remote-scrapes to accept that.", EXIT_USAGE)

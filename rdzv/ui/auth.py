@@ -30,7 +30,6 @@ import base64
 import binascii
 import hmac
 import html
-import ipaddress
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..audit import AuditError, AuditLog
+from ..loopback import is_loopback_address, is_loopback_ip, is_wildcard
 from ..options import SERVING_ENVIRONMENT, Serving, flag
 from .config import ConfigError, DashboardConfig
 
@@ -52,41 +52,6 @@ __all__ = ["Access", "Visitor", "check_serving", "current_visitor", "decide", "i
 
 SHARED_PASSWORD = "shared-password"
 """Panel's ``--basic-auth PASSWORD``: one password, any name; a sign-in, but not one that names people."""
-
-_WILDCARDS = {"", "0.0.0.0", "::", "[::]", "*"}
-
-
-def is_loopback_ip(text: str | None) -> bool:
-    """Whether ``text`` is a loopback IP address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z); names
-    and anything unreadable are not."""
-    try:
-        address = ipaddress.ip_address((text or "").strip().strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    mapped = getattr(address, "ipv4_mapped", None)
-    return (mapped or address).is_loopback
-
-
-def is_loopback_address(address: str | None) -> bool:
-    """Whether binding to ``address`` serves loopback only: a loopback IP, or a name whose every
-    local resolution (``/etc/hosts``, as the server would bind) is one. The wildcards
-    (``0.0.0.0``, ``::``, empty) are not."""
-    text = (address or "").strip()
-    if text in _WILDCARDS:
-        return False
-    if is_loopback_ip(text):
-        return True
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-        return False  # an IP, and not a loopback one
-    except ValueError:
-        pass
-    try:
-        found = socket.getaddrinfo(text, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return False
-    return bool(found) and all(is_loopback_ip(info[4][0]) for info in found)
-
 
 def _how_to_sign_in() -> str:
     return ('add sign-in with --basic-auth users.json (a JSON file like {"alice": "her password"}) '
@@ -125,7 +90,7 @@ def websocket_origins(address: str, port: int, extra: tuple[str, ...] = ()) -> l
     is allowed too; it has no way to write an IPv6 origin, so a page served on an IPv6
     address is opened by name (add it with ``--allow-websocket-origin``)."""
     hosts = []
-    if address.strip() in _WILDCARDS:
+    if is_wildcard(address):
         hosts += [socket.gethostname(), "localhost", "127.0.0.1"]
     else:
         hosts.append(address.strip().strip("[]"))

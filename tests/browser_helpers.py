@@ -7,14 +7,13 @@ The ``serve``, ``browser`` and ``page`` fixtures are in ``conftest.py``.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, free_port, subprocess_env
+from conftest import ROOT, free_port, stop_process_group, subprocess_env
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,12 +54,6 @@ class ServedDashboard:
         raise TimeoutError(f"panel serve did not listen within {timeout} s: {self.log.read_text(errors='replace')}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process, grace=20)
         self._log_file.close()
         self.log.unlink(missing_ok=True)

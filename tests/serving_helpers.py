@@ -3,8 +3,6 @@ subprocesses in their own process groups, bound to 127.0.0.1, each stopped after
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -14,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from waiting import wait_for
-from conftest import ROOT, free_port, subprocess_env
+from conftest import ROOT, free_port, stop_process_group, subprocess_env
 
 from rdzv.options import SERVING_ENVIRONMENT
 
@@ -48,13 +46,7 @@ class Served:
         wait_for(ready, f"{text!r} in the server's output", timeout=90)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         self._file.close()
 
 

@@ -34,7 +34,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from conftest import ROOT, free_port, our_etcd_processes, subprocess_env
+from conftest import ROOT, free_port, our_etcd_processes, stop_process_group, subprocess_env
 
 
 def in_a_browser(test):
@@ -502,10 +502,4 @@ def test_panel_serve_serves_the_quickstart_live(browser, tmp_path):
         left = wait_until(etcds, lambda found: not found, timeout=30)
         assert not left, f"the lab of a closed page kept its etcd: {left}"
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=10)
+        stop_process_group(server)

@@ -3,9 +3,9 @@ redrawn by the browser once a second, so that a quiet run costs the server nothi
 and per open page.
 
 The server sends each moment once (milliseconds since the epoch) and, now and then, its own
-clock (:func:`tell_clock`). The page counts from its own clock corrected by the server's, so a
+clock (:class:`PageClock`). The page counts from its own clock corrected by the server's, so a
 viewer whose clock is off still reads the server's ages: the correction is the largest of the
-last few ``server clock - page clock`` readings, since a reading that waited in a queue can only
+last ten ``server clock - page clock`` readings (of the last ten minutes), since a reading that waited in a queue can only
 make the server look behind. A row whose ``as_of_ms`` is a number is aged at that moment
 instead (time travel: a revision's ages do not move).
 
@@ -73,8 +73,8 @@ def age_formatter(moment_field: str, color_field: str, as_of_field: str | None =
 
 
 def follow_clock(table: DataTable) -> None:
-    """Have the page redraw ``table`` once a second, from the first telling of the clock (:class:`PageClock`) or change
-    of its data on, so its :func:`age_formatter` cells follow the clock."""
+    """Have the page redraw ``table`` once a second, from the first telling of the clock
+    (:class:`PageClock`) or change of its data on, so its :func:`age_formatter` cells follow it."""
     follow = CustomJS(args={"table": table, "view": table.view}, code=_FOLLOW_JS)
     table.js_on_change("tags", follow)
     for event in ("data", "patching", "streaming"):

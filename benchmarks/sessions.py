@@ -17,7 +17,8 @@ came before, and one server with 1, 10 and 50 sessions open on a 1,000-node load
    page's change-to-browser lag p50/p99 (each write, until the page held it or a newer
    revision), the server process's CPU (``/proc/<pid>/stat``, in cores) and resident memory.
    Then, the load stopped and etcd quiet, the server's CPU with every session still open: while
-   the nodes turn stale, and once every heartbeat has expired; in full mode also, once the lightweight sessions closed and Bokeh had time to discard them, its CPU
+   the nodes turn stale, and once every heartbeat has expired; in full mode also, once the
+   lightweight sessions closed and Bokeh had time to discard them, its CPU
    with the one page left and its memory.
 
 Each process's wait for a CPU (``/proc/<pid>/task/*/schedstat``) is recorded beside its CPU, to tell
@@ -41,7 +42,6 @@ TARGET_LAG_S = 1.0
 TARGET_CORES = 1.0
 LOAD_NODES = 1000
 KEEP_ALIVE_S = 5.0
-HEARTBEAT_EXPIRY_S = 3 * KEEP_ALIVE_S  # torch's keep_alive_max_attempt (3): the page's stale rule, as it is told no other
 # Bokeh discards a session unused for 15 s (--unused-session-lifetime), checking every 17 s
 # (--check-unused-sessions): after this long every closed session is gone.
 RELEASE_WAIT_S = 40.0
@@ -118,6 +118,8 @@ def _wait_for_revision(page: Any, revision: int, timeout: float) -> float | None
 def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, release_wait: float = 0.0
                  ) -> dict[str, Any]:
     """One server, one real page and lightweight sessions, on a 1,000-node load; per session count."""
+    from rdzv.rendezvous_settings import RendezvousSettings
+
     from .load import ChildLoad
     from .serving import (DASHBOARD_APP, LightSessions, chromium, lags, open_page, served_app, shown_lags, take_seen,
                           track_revisions)
@@ -164,7 +166,8 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
             time.sleep(window)
             quiet = {"sessions": counts[-1], "cpu_cores": cpu.read(), "rss_mb": rss_mb(served.pid)}
             # Then once every node's last heartbeat has expired: nothing left to change on any page.
-            time.sleep(max(0.0, stopped + HEARTBEAT_EXPIRY_S + 2.0 - time.monotonic()))
+            expiry = RendezvousSettings(keep_alive_interval=KEEP_ALIVE_S).heartbeat_expiry.total_seconds()
+            time.sleep(max(0.0, stopped + expiry + 2.0 - time.monotonic()))
             cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
             time.sleep(window)
             quiet["expired_cpu_cores"] = cpu.read()

@@ -94,13 +94,17 @@ class RendezvousSettings:
     def is_stale(self, last_heartbeat: datetime | None, now: datetime) -> bool:
         """Whether a node last heard at ``last_heartbeat`` counts as dead at ``now`` (torch's
         ``_sanitize``: strictly older than :attr:`heartbeat_expiry`). No heartbeat: not stale."""
-        return last_heartbeat is not None and last_heartbeat < now - self.heartbeat_expiry
+        return last_heartbeat is not None and last_heartbeat < self._stale_cutoff(now)
 
     def stale_among(self, last_heartbeats: Mapping[_Node, datetime], now: datetime) -> frozenset[_Node]:
         """The nodes of ``last_heartbeats`` that :meth:`is_stale` counts as dead at ``now`` (the
         same rule, with the cut-off worked out once for all of them)."""
-        cutoff = now - self.heartbeat_expiry
+        cutoff = self._stale_cutoff(now)
         return frozenset(node for node, last in last_heartbeats.items() if last < cutoff)
+
+    def _stale_cutoff(self, now: datetime) -> datetime:
+        """Heartbeats older than this are stale at ``now``."""
+        return now - self.heartbeat_expiry
 
     def knows(self, *names: str) -> bool:
         """Whether every setting in ``names`` was provided rather than defaulted."""

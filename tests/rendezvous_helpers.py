@@ -44,9 +44,10 @@ def rendezvous_all(handlers: list[DynamicRendezvousHandler], timeout: float = 90
         return [f.result(timeout=timeout) for f in futures]
 
 
-def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, complete: bool = True) -> str:
+def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, complete: bool = True,
+                    heartbeats: dict[tuple[str, int, int], datetime] | None = None) -> str:
     """A rendezvous state as torch writes it (pickled _RendezvousState, base64) with these
-    participants ``{(addr, pid, local_id): rank}``, every heartbeat now."""
+    participants ``{(addr, pid, local_id): rank}``, each heartbeat at ``heartbeats[node]`` or now."""
     from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
 
     state = _RendezvousState()
@@ -55,5 +56,5 @@ def torch_state_b64(nodes: dict[tuple[str, int, int], int], round_: int = 0, com
     for (addr, pid, local_id), rank in nodes.items():
         node = _NodeDesc(addr, pid, local_id)
         state.participants[node] = rank
-        state.last_heartbeats[node] = datetime.now(timezone.utc)
+        state.last_heartbeats[node] = (heartbeats or {}).get((addr, pid, local_id)) or datetime.now(timezone.utc)
     return base64.b64encode(pickle.dumps(state)).decode()

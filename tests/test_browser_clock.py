@@ -5,31 +5,22 @@ in time. On a real etcd, in a real Chromium."""
 
 from __future__ import annotations
 
-import base64
 import math
-import pickle
 import re
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from browser_helpers import WAIT_MS
+from rendezvous_helpers import torch_state_b64
 
 SKEW_S = 3600
 """How far ahead of the server the skewed viewer's clock runs."""
 
 
-def state_b64(heartbeats: dict[tuple[str, int, int], datetime], round_: int = 1) -> str:
-    """A completed round of these participants (ranks in order), each with its last heartbeat."""
-    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
-
-    state = _RendezvousState()
-    state.round, state.complete = round_, True
-    for rank, ((addr, pid, local_id), beat) in enumerate(heartbeats.items()):
-        node = _NodeDesc(addr, pid, local_id)
-        state.participants[node] = rank
-        state.last_heartbeats[node] = beat
-    return base64.b64encode(pickle.dumps(state)).decode()
+def state_b64(heartbeats: dict[tuple[str, int, int], datetime]) -> str:
+    """Round 1, complete, of these participants (ranks in order), each with its last heartbeat."""
+    return torch_state_b64({node: rank for rank, node in enumerate(heartbeats)}, round_=1, heartbeats=heartbeats)
 
 
 @pytest.mark.browser

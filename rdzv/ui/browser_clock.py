@@ -5,9 +5,9 @@ and per open page.
 The server sends each moment once (milliseconds since the epoch) and, now and then, its own
 clock (:class:`PageClock`). The page counts from its own clock corrected by the server's, so a
 viewer whose clock is off still reads the server's ages: the correction is the largest of the
-last ten ``server clock - page clock`` readings (of the last ten minutes), since a reading that waited in a queue can only
-make the server look behind. A row whose ``as_of_ms`` is a number is aged at that moment
-instead (time travel: a revision's ages do not move).
+last ten ``server clock - page clock`` readings (of the last ten minutes), since a reading that
+waited in a queue can only make the server look behind. A row whose ``as_of_ms`` is a number
+is aged at that moment instead (time travel: a revision's ages do not move).
 
 The text is :func:`rdzv.text.age`'s, written again in JavaScript (:data:`AGE_JS`);
 ``tests/test_browser_clock.py`` holds the two to the same output.

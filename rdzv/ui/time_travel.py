@@ -41,8 +41,7 @@ class TimeTravelBar(RunScopedView):
     def step(self, direction: int) -> None:
         """Show the revision that changed something (not only heartbeats) before (-1) or after
         (+1) the one shown; past the newest, live."""
-        history = self.monitor.history(self.run_id) if self.run_id else []
-        revisions = [entry.revision for entry in history if not entry.heartbeat_only]
+        revisions = self._changes()
         self._nothing_to_step = not revisions
         if not revisions:
             self.tick()
@@ -52,9 +51,14 @@ class TimeTravelBar(RunScopedView):
         at += direction
         self.as_of = None if at >= len(revisions) else revisions[max(at, 0)]
 
+    def _changes(self) -> list[int]:
+        """The revisions of the run's history that changed something (not only heartbeats)."""
+        history = self.monitor.history(self.run_id) if self.run_id else []
+        return [entry.revision for entry in history if not entry.heartbeat_only]
+
     def _refresh(self, now: datetime) -> None:
         if self._nothing_to_step and self.run_id:
-            self._nothing_to_step = all(entry.heartbeat_only for entry in self.monitor.history(self.run_id))
+            self._nothing_to_step = not self._changes()
         self._tick(now)
 
     def _tick(self, now: datetime) -> None:

@@ -30,6 +30,7 @@ from bokeh.plotting import figure
 
 from ..monitor import change_sentences, revision_kind, revision_time
 from .base import RunScopedView, section
+from .browser_clock import epoch_ms
 from .tables import ReadOnlyTabulator
 
 POINT_STYLES = {  # kind -> (color, size)
@@ -146,7 +147,7 @@ class TimelineView(RunScopedView):
     def _mark_as_of(self) -> None:
         entry = self.monitor.revision_at(self.run_id, self.as_of) if self.run_id and self.as_of is not None else None
         if entry is not None:
-            self.as_of_line.location = entry.seen_at.timestamp() * 1000
+            self.as_of_line.location = epoch_ms(entry.seen_at)
         self.as_of_line.visible = entry is not None
         if entry is None and self.source.selected.indices:
             self.source.selected.indices = []

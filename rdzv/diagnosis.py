@@ -47,7 +47,7 @@ who acts next. The codes, and the rule each follows:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from operator import itemgetter
 from typing import Any, Literal
@@ -55,7 +55,8 @@ from typing import Any, Literal
 from .kv.layout import STATE_TTL as LAYOUT_STATE_TTL
 from .rendezvous_settings import RendezvousSettings
 from .state import Node, RendezvousSnapshot, UndecodableStateError, node_order
-from .text import age, clip
+from . import time_marks
+from .text import clip, utc_time
 
 __all__ = [
     "CLOCK_TOLERANCE",
@@ -105,6 +106,11 @@ class Finding:
     timeout decides it (``None`` when nothing does, or when it depends on a setting that was
     not given); ``nodes`` are the nodes concerned. Node names in the text are plain text, as
     the state holds them: a view escapes them.
+
+    ``marked`` is ``(message, next)`` with every span that time alone changes ("for 2 min 05 s",
+    "by 04:10:35 UTC") left as a :mod:`rdzv.time_marks` mark: it stays the same from one second
+    to the next, for a view that keeps those spans current itself. ``message`` and ``next`` are
+    it read at the ``now`` the finding was made for.
     """
 
     code: str
@@ -113,6 +119,7 @@ class Finding:
     next: str
     at: datetime | None = None
     nodes: tuple[Node, ...] = ()
+    marked: tuple[str, str] = field(default=("", ""), compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The finding as JSON-ready data (``at`` in ISO 8601)."""
@@ -156,7 +163,7 @@ def diagnose(
     if isinstance(snapshot, UndecodableStateError):
         findings = [_undecodable(snapshot)]
     elif snapshot is None:
-        findings = [_no_state(settings, now, ttl)]
+        findings = [_no_state(settings, ttl)]
         findings += _settings_unknown(settings, ("min_nodes", "join_timeout"))
     elif isinstance(snapshot, RendezvousSnapshot):
         findings = _Diagnosis(snapshot, settings, now, ttl).findings(
@@ -164,7 +171,14 @@ def diagnose(
     else:
         raise TypeError(f"diagnose takes a RendezvousSnapshot, an UndecodableStateError or None, "
                         f"not {type(snapshot).__name__}.")
-    return tuple(sorted(findings, key=_importance))
+    return tuple(_read_at(finding, now) for finding in sorted(findings, key=_importance))
+
+
+def _read_at(finding: Finding, now: datetime) -> Finding:
+    """``finding``, made with time marks in its text, as it reads at ``now``."""
+    marked = (finding.message, finding.next)
+    return replace(finding, message=time_marks.expand(finding.message, now),
+                   next=time_marks.expand(finding.next, now), marked=marked)
 
 
 # --- the findings ------------------------------------------------------------------------------
@@ -174,14 +188,14 @@ def _undecodable(error: UndecodableStateError) -> Finding:
     """torch reads the same bytes with ``pickle.loads`` in ``_BackendRendezvousStateHolder.sync``."""
     return Finding(
         "undecodable", "error",
-        f"The rendezvous state cannot be decoded: {clip(str(error.reason), 200)}.",
+        f"The rendezvous state cannot be decoded: {time_marks.plain(clip(str(error.reason), 200))}.",
         "torch's handlers read these bytes with pickle.loads at their next read of the state: if pickle "
         "fails, every agent of the run fails on it (with RendezvousStateError for pickle's own errors), and if it "
         "succeeds they run whatever the bytes call; find what wrote them, or delete the state to start the run "
         "afresh.")
 
 
-def _no_state(settings: RendezvousSettings, now: datetime, ttl: float) -> Finding:
+def _no_state(settings: RendezvousSettings, ttl: float) -> Finding:
     """No state: torch's ``sync`` starts from a new ``_RendezvousState`` (round 0, nobody joined)."""
     if settings.knows("min_nodes"):
         needed = settings.min_nodes
@@ -192,7 +206,7 @@ def _no_state(settings: RendezvousSettings, now: datetime, ttl: float) -> Findin
     return Finding(
         "forming", "info", message,
         f"Either no agent has joined yet or etcd deleted the state {_span(ttl)} after its last write; the first "
-        f"agent to join writes a new one, for round 0, and {_join_timeout_clause(settings, now)}.")
+        f"agent to join writes a new one, for round 0, and {_join_timeout_clause(settings)}.")
 
 
 class _Diagnosis:
@@ -292,7 +306,7 @@ class _Diagnosis:
         return Finding(
             "forming", "info", message,
             f"Each joined agent reads the state about once a second while it waits; "
-            f"{_join_timeout_clause(settings, self.now)}.",
+            f"{_join_timeout_clause(settings)}.",
             nodes=nodes)
 
     def _last_call(self, deadline: datetime, joined: int, nodes: tuple[Node, ...], dead_note: str) -> Finding:
@@ -304,10 +318,10 @@ class _Diagnosis:
         else:
             early = ""
         if deadline > self.now:
-            when = (f"the last call ends at {_clock(deadline)} and the round then completes with the nodes joined "
+            when = (f"the last call ends at {utc_time(deadline)} and the round then completes with the nodes joined "
                     f"by then{early}")
         else:
-            when = (f"the last call ended at {_clock(deadline)}, {age(self.now - deadline)} ago, so the next "
+            when = (f"the last call ended at {utc_time(deadline)}, {time_marks.since(deadline)} ago, so the next "
                     "participant to read the state completes the round")
         return Finding(
             "last-call", "info",
@@ -473,10 +487,10 @@ class _Diagnosis:
     def _silence(self, nodes: Sequence[Node]) -> str:
         heartbeats = self.snapshot.last_heartbeats
         if len(nodes) == 1:
-            return f"Node {_name(nodes[0])} has sent no keep-alive for {age(self.now - heartbeats[nodes[0]])}"
+            return f"Node {_name(nodes[0])} has sent no keep-alive for {time_marks.since(heartbeats[nodes[0]])}"
         moments = [heartbeats[node] for node in nodes]
         return (f"{len(nodes)} nodes ({_names(nodes)}) have sent no keep-alive for "
-                f"{age(self.now - max(moments))} to {age(self.now - min(moments))}")
+                f"{time_marks.since(max(moments))} to {time_marks.since(min(moments))}")
 
     def _next_write(self, after: datetime, silent: Collection[Node]) -> tuple[Node, datetime] | None:
         """Which node not in ``silent`` next writes the state after ``after``, and when, if each
@@ -537,7 +551,7 @@ class _Diagnosis:
         return Finding(
             "stale-heartbeat", "warning", message,
             f"The next state write by a live node removes {it} (_sanitize), at the latest {writer}'s keep-alive due "
-            f"about {_clock(when)}{consequence}.",
+            f"about {utc_time(when)}{consequence}.",
             at=when if self.keep_alive_known else None, nodes=nodes)
 
     def _late(self) -> Finding:
@@ -549,13 +563,13 @@ class _Diagnosis:
         dead_at = min(heartbeats[node] for node in nodes) + self.settings.heartbeat_expiry
         first = "it counts" if count == 1 else "the first counts"
         message = (f"{self._silence(nodes)}, though one is due every {_span(self.settings.keep_alive_interval)}: "
-                   f"{first} as dead at {_clock(dead_at)} ({self._keep_alive_text()}).")
+                   f"{first} as dead at {utc_time(dead_at)} ({self._keep_alive_text()}).")
         remover = self._remover(dead_at)
         if remover is not None and self.live > count:
             writer, when = remover
             next_ = (f"If {_they(count)} {_verb(count, 'stays', 'stay')} silent, the first state write after that "
                      f"removes {_them(count)} (_sanitize), at the latest {writer}'s keep-alive due about "
-                     f"{_clock(when)}.")
+                     f"{utc_time(when)}.")
         else:
             next_ = (f"Every other node is silent too: if {_they(count)} {_verb(count, 'stays', 'stay')} silent, no "
                      f"live node is left to remove {_them(count)}.")
@@ -565,7 +579,7 @@ class _Diagnosis:
     def _skewed(self) -> Finding:
         heartbeats = self.snapshot.last_heartbeats
         nodes = tuple(sorted(self.skewed, key=node_order))
-        ahead = age(max(heartbeats[node] for node in nodes) - self.now)
+        ahead = time_marks.ahead(max(heartbeats[node] for node in nodes))
         if len(nodes) == 1:
             message = f"Node {_name(nodes[0])}'s last heartbeat is stamped {ahead} ahead of this machine's clock."
         else:
@@ -586,15 +600,15 @@ class _Diagnosis:
         if revision_time is not None:
             at: datetime | None = revision_time + timedelta(seconds=ttl)
             if at > self.now:
-                message = (f"No live node is left to write this state, last written at {_clock(revision_time)}: etcd "
-                           f"deletes it at {_clock(at)}, {span} after that write.")
+                message = (f"No live node is left to write this state, last written at {utc_time(revision_time)}: etcd "
+                           f"deletes it at {utc_time(at)}, {span} after that write.")
             else:
-                message = (f"No live node is left to write this state, last written at {_clock(revision_time)}: etcd "
-                           f"deletes a state {span} after its last write, so it should be gone since {_clock(at)}.")
+                message = (f"No live node is left to write this state, last written at {utc_time(revision_time)}: etcd "
+                           f"deletes a state {span} after its last write, so it should be gone since {utc_time(at)}.")
         else:
             at = None
             heartbeats = self.snapshot.last_heartbeats
-            bound = f", not before {_clock(max(heartbeats.values()) + timedelta(seconds=ttl))}" if heartbeats else ""
+            bound = f", not before {utc_time(max(heartbeats.values()) + timedelta(seconds=ttl))}" if heartbeats else ""
             message = (f"No live node is left to write this state: etcd deletes it {span} after its last write, "
                        f"which is not known here{bound}.")
         return Finding(
@@ -646,10 +660,6 @@ def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
-def _clock(moment: datetime) -> str:
-    return f"{moment.astimezone(timezone.utc):%H:%M:%S} UTC"
-
-
 def _span(seconds: float) -> str:
     """A setting's duration: ``"5 s"``, ``"10 min"``, ``"2 h"``, ``"0.5 s"``."""
     if seconds >= 3600 and seconds % 3600 == 0:
@@ -660,7 +670,7 @@ def _span(seconds: float) -> str:
 
 
 def _name(node: Node) -> str:
-    return clip(str(node), _NAME_CHARS)
+    return time_marks.plain(clip(str(node), _NAME_CHARS))
 
 
 def _names(nodes: Sequence[Node]) -> str:
@@ -706,13 +716,14 @@ def _before_last_call(settings: RendezvousSettings) -> str:
     return "before the last call can start"
 
 
-def _join_timeout_clause(settings: RendezvousSettings, now: datetime) -> str:
+def _join_timeout_clause(settings: RendezvousSettings) -> str:
     """An agent's join deadline is its own (``next_rendezvous``: start + join_timeout); the state
     does not hold it, but an agent waiting now started at the latest now."""
     if settings.knows("join_timeout"):
         return (f"an agent gives up {_span(settings.join_timeout)} after it started joining, removing itself and "
                 f"failing with RendezvousTimeoutError, so every agent waiting now has given up by "
-                f"{_clock(now + timedelta(seconds=settings.join_timeout))} at the latest unless the round completes")
+                f"{time_marks.clock_after(timedelta(seconds=settings.join_timeout))} at the latest unless the round "
+                "completes")
     return (f"an agent gives up join_timeout after it started joining (torch's default is "
             f"{_span(settings.join_timeout)}; this job's was not given), removing itself and failing with "
             "RendezvousTimeoutError")

@@ -52,6 +52,11 @@ def clock(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
+def utc_time(moment: datetime) -> str:
+    """``moment`` as a UTC wall-clock time to the second: ``"12:03:04 UTC"``."""
+    return f"{moment.astimezone(timezone.utc):%H:%M:%S} UTC"
+
+
 def clip(text: str, limit: int = VALUE_PREVIEW_CHARS) -> str:
     """``text`` cut to ``limit`` characters, an ellipsis marking the cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

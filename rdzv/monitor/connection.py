@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from ..text import age, utc_time
 from .model import ConnectionStatus
 
 #: How long "recovered" is shown after etcd answers again (unless a change arrives sooner).
 RECOVERED_FOR = timedelta(seconds=10)
-
-def _clock(moment: datetime) -> str:
-    return moment.strftime("%H:%M:%S")
-
-
-def _duration(span: timedelta) -> str:
-    seconds = int(span.total_seconds())
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 class ConnectionTracker:
@@ -84,10 +73,10 @@ class ConnectionTracker:
         unanswered = sorted((api, reason) for api, (_, reason, answered) in self._failing.items() if not answered)
         if unanswered:
             reasons = "; ".join(f"{api}: {reason}" if len(self._apis) > 1 else reason for api, reason in unanswered)
-            return (f"etcd at {self.endpoint} is unreachable since {_clock(since)} UTC ({reasons}); "
+            return (f"etcd at {self.endpoint} is unreachable since {utc_time(since)} ({reasons}); "
                     "the monitor keeps retrying and shows the last state it saw.")
         sentence = min(self._failing.items())[1][1]
-        return f"{sentence.rstrip('.')} (since {_clock(since)} UTC; the monitor keeps retrying)."
+        return f"{sentence.rstrip('.')} (since {utc_time(since)}; the monitor keeps retrying)."
 
     def _compute(self, now: datetime) -> ConnectionStatus:
         current = self.status
@@ -104,7 +93,7 @@ class ConnectionTracker:
             self._recovered_at = now
             return ConnectionStatus(
                 "recovered", now,
-                f"etcd at {self.endpoint} is reachable again since {_clock(now)} UTC after {_duration(outage)} "
+                f"etcd at {self.endpoint} is reachable again since {utc_time(now)} after {age(outage)} "
                 "away; the monitor re-read every run.",
             )
         if self._recovered_at is not None:

@@ -151,9 +151,16 @@ class Dashboard(Viewer):
             # Bokeh's own session callback: Panel's would also count every tick as "busy", a
             # change of the process-wide pn.state that costs each tick more than the tick itself.
             self._callback = _SessionCallback(document, self._tick_clocks, TICK_SECONDS)
+            pn.state.onload(self._page_loaded)
             pn.state.on_session_destroyed(lambda _context: self.stop())
         else:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=self.poll_ms)
+
+    def _page_loaded(self) -> None:
+        """Panel's onload: the session's page is ready (what was sent before it loaded arrived as
+        its initial state)."""
+        for view in self.views:
+            view.page_loaded()
 
     def _changed(self, _version: int) -> None:
         """From a watcher thread: schedule one refresh, unless one is already waiting to run."""

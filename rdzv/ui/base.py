@@ -11,6 +11,8 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from .. import time_marks
+from .browser_clock import live_markup
 from .style import PANEL_STYLES, STYLESHEET, title
 from ..text import utc_now
 
@@ -72,20 +74,39 @@ class MonitorView(Viewer):
     def _tick(self, now: datetime) -> None:
         """Clock-only changes; most views have none."""
 
+    def frozen_at(self, now: datetime) -> datetime | None:
+        """The moment the view's clock stands still at (time travel), or ``None``: live."""
+        return None
+
+    def page_loaded(self) -> None:
+        """The page showing this view has loaded (a served session's document is ready)."""
+
 
 class MarkupView(MonitorView):
-    """A view whose whole content is ``pane``'s markup, made by ``render(now)`` (which must
-    escape whatever it shows); :meth:`_tick` re-renders and sends it only when it changed."""
+    """A view whose whole content is ``pane``'s markup, made by ``render(now)``, which must
+    escape whatever it shows and writes what time alone changes as :mod:`rdzv.time_marks`.
+
+    :meth:`_tick` re-renders and sends the markup only when it changed: live, each mark becomes
+    a span the page keeps current itself (:func:`.browser_clock.live_markup`), so a sentence
+    such as "no keep-alive for 2 min 05 s" is not sent again each second; travelling in time
+    (:meth:`frozen_at`), the marks read at the revision's moment and stay still."""
 
     pane: pn.pane.HTML
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        self._shown_markup: tuple[str, datetime | None] | None = None
 
     def render(self, now: datetime) -> str:
         raise NotImplementedError
 
     def _tick(self, now: datetime) -> None:
         markup = self.render(now)
-        if self.pane.object != markup:
-            self.pane.object = markup
+        frozen_at = self.frozen_at(now)
+        if self._shown_markup == (markup, frozen_at):
+            return
+        self._shown_markup = (markup, frozen_at)
+        self.pane.object = live_markup(markup, now) if frozen_at is None else time_marks.expand(markup, frozen_at)
 
 
 class RunScopedView(MonitorView):
@@ -109,6 +130,9 @@ class RunScopedView(MonitorView):
         if self.as_of is None:
             return self.monitor.run(self.run_id)
         return self.monitor.revision_at(self.run_id, self.as_of)
+
+    def frozen_at(self, now: datetime) -> datetime | None:
+        return None if self.as_of is None or not self.run_id else self.moment(now)
 
     def moment(self, now: datetime) -> datetime:
         """The time the view's ages and countdowns are told at: ``now`` live, or when the

@@ -11,15 +11,23 @@ is aged at that moment instead (time travel: a revision's ages do not move).
 
 The text is :func:`rdzv.text.age`'s, written again in JavaScript (:data:`AGE_JS`);
 ``tests/test_browser_clock.py`` holds the two to the same output.
+
+Sentences with :mod:`rdzv.time_marks` in them (the diagnosis, the round's deadline) are kept
+current the same way: :func:`live_markup` turns each mark into a span the page rewrites once a
+second (:data:`MARK_WORDS_JS`, the marks' words in JavaScript), and :func:`marked_text_formatter`
+shows a marked text in a table cell. The server then sends such a sentence only when it really
+changes, not each second.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from datetime import datetime
 
 from bokeh.models import CustomJS, DataTable, HTMLTemplateFormatter
 
+from .. import time_marks
 from ..text import NO_VALUE, utc_now
 
 AS_OF_FIELD = "as_of_ms"
@@ -42,7 +50,56 @@ AGE_JS = f"""function (ms) {{
 }}"""
 """``rdzv.text.age`` of a duration in milliseconds (NaN: no moment, :data:`rdzv.text.NO_VALUE`)."""
 
-_FOLLOW_JS = """
+MARK_WORDS_JS = f"""function (kind, micros, nowMs) {{
+  var age = {AGE_JS};
+  var atMs = micros / 1000;
+  if (kind === "{time_marks.SINCE}") return age(nowMs - atMs);
+  if (kind === "{time_marks.AHEAD}") return age(atMs - nowMs);
+  if (kind === "{time_marks.COUNTDOWN}") return atMs - nowMs >= 1000 ? "in " + age(atMs - nowMs) : "passed";
+  if (kind === "{time_marks.CLOCK_AFTER}") return new Date(nowMs + atMs).toISOString().slice(11, 19) + " UTC";
+  return "";
+}}"""
+"""``rdzv.time_marks.words``: what a mark of ``kind`` and ``micros`` reads at ``nowMs``."""
+
+_MARK_PATTERN_JS = (f"/\\u{ord(time_marks.START):04x}([{''.join(time_marks.KINDS)}])(-?[0-9]{{1,20}})"
+                    f"\\u{ord(time_marks.END):04x}/g")
+
+EXPAND_MARKS_HTML_JS = f"""function (text, nowMs) {{
+  var words = {MARK_WORDS_JS};
+  var escape = function (part) {{
+    return part.replace(/[&<>"']/g, function (c) {{
+      return {{"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#x27;"}}[c];
+    }});
+  }};
+  text = String(text === null || text === undefined ? "" : text);
+  var html = "", at = 0, mark, pattern = {_MARK_PATTERN_JS};
+  while ((mark = pattern.exec(text)) !== null) {{
+    html += escape(text.slice(at, mark.index)) + escape(words(mark[1], Number(mark[2]), nowMs));
+    at = mark.index + mark[0].length;
+  }}
+  return html + escape(text.slice(at));
+}}"""
+"""``text`` with its time marks read at ``nowMs``, as escaped markup."""
+
+_PAGE_CLOCK_JS = "(Date.now() + (window.rdzvServerClockOffsetMs || 0))"
+
+_MARK_TICKER_JS = f"""
+if (!window.rdzvMarkTimer) {{
+  const words = {MARK_WORDS_JS};
+  const visit = (root, now) => {{
+    for (const span of root.querySelectorAll("span[data-rdzv-mark]")) {{
+      const text = words(span.dataset.rdzvMark, Number(span.dataset.rdzvMicros), now);
+      if (span.textContent !== text) span.textContent = text;
+    }}
+    for (const element of root.querySelectorAll("*")) {{
+      if (element.shadowRoot) visit(element.shadowRoot, now);
+    }}
+  }};
+  window.rdzvMarkTimer = setInterval(() => visit(document, {_PAGE_CLOCK_JS}), 1000);
+}}
+"""
+
+_FOLLOW_JS = _MARK_TICKER_JS + """
 if (cb_obj === table) {
   const now = Date.now();
   const readings = (window.rdzvServerClockReadings || []).filter(([at]) => now - at < 600000).slice(-9);
@@ -65,16 +122,38 @@ def age_formatter(moment_field: str, color_field: str, as_of_field: str | None =
 
     Only numbers and the server's own colors reach the markup, never text from the state.
     """
-    clock = "(Date.now() + (window.rdzvServerClockOffsetMs || 0))"
+    clock = _PAGE_CLOCK_JS
     now = clock if as_of_field is None else f"(({as_of_field} === {as_of_field}) ? {as_of_field} : {clock})"
     template = (f"<span style=\"color: <%= {color_field} %>\">"
                 f"<%= ({AGE_JS})({now} - {moment_field}) %></span>")
     return HTMLTemplateFormatter(template=template)
 
 
+def marked_text_formatter(text_field: str, color_field: str) -> HTMLTemplateFormatter:
+    """A cell showing the row's ``text_field``, whose time marks (:mod:`rdzv.time_marks`) read
+    at the page's corrected clock, in the row's ``color_field``. The text is escaped in the page
+    (:data:`EXPAND_MARKS_HTML_JS`): a node name in it shows as its characters, never as markup."""
+    template = (f"<span style=\"color: <%= {color_field} %>\">"
+                f"<%= ({EXPAND_MARKS_HTML_JS})({text_field}, {_PAGE_CLOCK_JS}) %></span>")
+    return HTMLTemplateFormatter(template=template)
+
+
+def live_markup(markup: str, now: datetime) -> str:
+    """``markup`` with each time mark made a span that reads as of ``now`` and that the page
+    keeps current from then on (once a second, by its corrected clock)."""
+    if not time_marks.has_marks(markup):
+        return markup
+    return "".join(
+        before if kind is None else
+        f"{before}<span data-rdzv-mark='{kind}' data-rdzv-micros='{micros}'>"
+        f"{html.escape(time_marks.words(kind, micros, now))}</span>"
+        for before, kind, micros in time_marks.pieces(markup))
+
+
 def follow_clock(table: DataTable) -> None:
     """Have the page redraw ``table`` once a second, from the first telling of the clock
-    (:class:`PageClock`) or change of its data on, so its :func:`age_formatter` cells follow it."""
+    (:class:`PageClock`) or change of its data on, so its :func:`age_formatter` cells follow it;
+    the same start also sets the page rewriting the spans of :func:`live_markup` once a second."""
     follow = CustomJS(args={"table": table, "view": table.view}, code=_FOLLOW_JS)
     table.js_on_change("tags", follow)
     for event in ("data", "patching", "streaming"):
@@ -93,6 +172,12 @@ class PageClock:
         self._told = 0
         self._told_at: datetime | None = None
         follow_clock(table)
+
+    def restart(self) -> None:
+        """Tell the clock on the next :data:`FIRST_TELLINGS` ticks again: call it once the page
+        has loaded, since tellings made while it loaded reach it as its initial state, which
+        neither starts its clock nor gives it a reading."""
+        self._told = 0
 
     def tick(self, now: datetime) -> None:
         if self.table.document is None:

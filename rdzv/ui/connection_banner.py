@@ -9,7 +9,7 @@ import panel as pn
 
 from .base import MarkupView
 from .style import STYLESHEET
-from ..text import since
+from .. import time_marks
 
 LABELS = {"connecting": "Connecting", "connected": "Connected", "unreachable": "etcd unreachable", "recovered": "Recovered"}
 
@@ -35,8 +35,9 @@ class ConnectionBanner(MarkupView):
         if status is None:
             return ""
         label = LABELS.get(status.state, status.state)
-        lasting = f" (for {since(status.since, now)})" if status.state == "unreachable" else ""
+        lasting = (f" (for {time_marks.since(status.since)})"
+                   if status.state == "unreachable" and status.since is not None else "")
         return (
             f"<div class='rdzv-banner rdzv-banner-{html.escape(status.state)}' data-state='{html.escape(status.state)}'>"
-            f"<b>{html.escape(label)}</b>{html.escape(lasting)} · {html.escape(status.message)}</div>"
+            f"<b>{html.escape(label)}</b>{lasting} · {html.escape(time_marks.plain(status.message))}</div>"
         )

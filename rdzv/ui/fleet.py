@@ -11,7 +11,7 @@ from bokeh.models import ColumnDataSource
 from ..diagnosis import headline
 from ..rendezvous_settings import RendezvousSettings
 from .base import MonitorView, section
-from .browser_clock import PageClock, age_formatter, epoch_ms
+from .browser_clock import PageClock, age_formatter, epoch_ms, marked_text_formatter
 from .sync import patch_column, sync_source
 from .tables import fit_height, text_table
 from ..text import run_state
@@ -23,7 +23,7 @@ COLUMNS = [
     ("participants", "participants", 90),
     ("waiting", "waiting", 70),
     ("state", "state", 100),
-    ("finding", "what's happening", 360),
+    ("finding", "what's happening", 360),  # the headline finding, its time marks read by the page
     ("changed_ms", "last change", 100),  # when the monitor saw the run's last change, aged by the page
 ]
 
@@ -50,7 +50,8 @@ class FleetView(MonitorView):
         super().__init__(**params)
         self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color"]})
         self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True, multi_selectable=False,
-                                formatters={"changed_ms": age_formatter("changed_ms", "color", as_of_field=None)})
+                                formatters={"changed_ms": age_formatter("changed_ms", "color", as_of_field=None),
+                                            "finding": marked_text_formatter("finding", "color")})
         self.clock = PageClock(self.table)
         self._run_ids: list[str] = []
         self.source.selected.on_change("indices", self._on_select)
@@ -77,14 +78,18 @@ class FleetView(MonitorView):
         fit_height(self.table, 2, 8)
         self._show_selection()
 
+    def page_loaded(self) -> None:
+        self.clock.restart()
+
     def _tick(self, now: datetime) -> None:
         self.clock.tick(now)
         patch_column(self.source, "finding", self._headlines(now))
 
     def _headlines(self, now: datetime) -> list[str]:
-        """Each run's most important finding, in one line."""
+        """Each run's most important finding, in one line, with its time marks (the page reads
+        them, so a headline is sent again only when it changes)."""
         found = (headline(self.monitor.diagnose(run_id, self.settings, now)) for run_id in self._run_ids)
-        return [finding.message if finding is not None else "" for finding in found]
+        return [finding.marked[0] if finding is not None else "" for finding in found]
 
     @param.depends("selected", watch=True)
     def _show_selection(self) -> None:

@@ -63,6 +63,9 @@ class ParticipantsView(RunScopedView):
         self._show(now)
         fit_height(self.table, 4, 14)
 
+    def page_loaded(self) -> None:
+        self.clock.restart()
+
     def _tick(self, now: datetime) -> None:
         self.clock.tick(now)
         if self._next_stale_at is not None and now > self._next_stale_at:

@@ -10,7 +10,8 @@ import param
 from ..rendezvous_settings import RendezvousSettings
 from .base import MarkupView, RunScopedView, section
 from .style import STYLESHEET, tile
-from ..text import NO_VALUE, countdown
+from .. import time_marks
+from ..text import NO_VALUE
 
 EMPTY = "<div class='rdzv-muted'>Select a run in the table above.</div>"
 
@@ -39,9 +40,9 @@ class RoundCard(MarkupView, RunScopedView):
         """The card's markup as of ``now`` (every value escaped by :func:`tile`)."""
         run, now = self._run, self.moment(now)
         if run is None:
-            return EMPTY if not self.run_id else "<div class='rdzv-tiles'>" + tile("run", self.run_id) + tile(
+            return EMPTY if not self.run_id else "<div class='rdzv-tiles'>" + tile("run", time_marks.plain(self.run_id)) + tile(
                 "state", "not found", "idle") + "</div>"
-        tiles = [tile("run", run.run_id)]
+        tiles = [tile("run", time_marks.plain(run.run_id))]
         snapshot = run.snapshot
         if run.deleted or snapshot is None:
             tiles.append(tile("state", "deleted" if run.deleted else "undecodable", "idle" if run.deleted else "bad"))
@@ -51,7 +52,8 @@ class RoundCard(MarkupView, RunScopedView):
             tile("round", snapshot.round),
             tile("complete", "yes" if snapshot.complete else "no", "good" if snapshot.complete else "warn"),
             tile("closed", "yes" if snapshot.closed else "no", "idle" if snapshot.closed else ""),
-            tile("deadline", countdown(snapshot.deadline, now) if not snapshot.complete else NO_VALUE),
+            tile("deadline", time_marks.countdown(snapshot.deadline)
+                 if snapshot.deadline is not None and not snapshot.complete else NO_VALUE),
             tile("participants", len(snapshot.participants)),
             tile("waiting", len(snapshot.wait_list), "warn" if snapshot.wait_list else ""),
             tile("redundant", len(snapshot.redundancy_list)),

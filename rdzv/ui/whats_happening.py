@@ -9,10 +9,10 @@ from datetime import datetime
 import panel as pn
 import param
 
+from .. import time_marks
 from ..diagnosis import Finding
 from ..monitor import diagnose_view
 from ..rendezvous_settings import RendezvousSettings
-from ..text import countdown
 from .base import MarkupView, RunScopedView, section
 from .style import STYLESHEET
 
@@ -22,8 +22,9 @@ _TONES = {"error": "bad", "warning": "warn", "info": "good"}
 
 class WhatsHappening(MarkupView, RunScopedView):
     """One line per finding, most important first: the message, what happens next, and a
-    countdown to when (re-rendered every tick, so the countdown and any finding that time
-    alone brings, such as a node going stale, follow the clock)."""
+    countdown to when (re-rendered every tick, so any finding that time alone brings, such as a
+    node going stale, follows the clock; the countdown and the ages in the text are counted by
+    the page)."""
 
     settings = param.ClassSelector(class_=RendezvousSettings, default=RendezvousSettings(), doc=(
         "What the viewer was told of the run's settings; the run's published settings win."))
@@ -49,16 +50,18 @@ class WhatsHappening(MarkupView, RunScopedView):
             settings = self.monitor.settings(self.run_id, self.settings)
             findings = diagnose_view(entry, settings, now) if entry is not None else ()
         if not findings:
-            return f"<div class='rdzv-muted'>Run {html.escape(self.run_id)} is not in etcd.</div>"
-        return "".join(render_finding(finding, now) for finding in findings)
+            return f"<div class='rdzv-muted'>Run {html.escape(time_marks.plain(self.run_id))} is not in etcd.</div>"
+        return "".join(render_finding(finding) for finding in findings)
 
 
-def render_finding(finding: Finding, now: datetime) -> str:
-    """One finding as markup: its message, then what happens next and when (escaped)."""
-    when = f" <span class='rdzv-muted' data-role='countdown'>({html.escape(countdown(finding.at, now))})</span>" \
+def render_finding(finding: Finding) -> str:
+    """One finding as markup: its message, then what happens next and when (escaped), with the
+    time marks of :attr:`Finding.marked` for the view to keep current."""
+    message, next_ = finding.marked
+    when = f" <span class='rdzv-muted' data-role='countdown'>({time_marks.countdown(finding.at)})</span>" \
         if finding.at is not None else ""
     return (
         f"<div class='rdzv-finding' data-code='{html.escape(finding.code)}'>"
-        f"<span class='rdzv-{_TONES[finding.severity]}'>●</span> {html.escape(finding.message)}{when}"
-        f"<div class='rdzv-muted'>Next: {html.escape(finding.next)}</div></div>"
+        f"<span class='rdzv-{_TONES[finding.severity]}'>●</span> {html.escape(message)}{when}"
+        f"<div class='rdzv-muted'>Next: {html.escape(next_)}</div></div>"
     )

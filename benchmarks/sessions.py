@@ -40,6 +40,7 @@ TITLE = "dashboard sessions: push vs poll, many viewers on a 1,000-node load"
 TARGET_PUSH_MS = 100.0  # #16: change-to-browser ≤ 100 ms median with one page
 TARGET_LAG_S = 1.0
 TARGET_CORES = 1.0
+QUIET_TARGET_CORES = 0.05  # #16: 50 sessions, etcd quiet: the server's CPU "near zero"
 LOAD_NODES = 1000
 KEEP_ALIVE_S = 5.0
 # Bokeh discards a session unused for 15 s (--unused-session-lifetime), checking every 17 s
@@ -276,14 +277,20 @@ def run(bench: Bench) -> dict:
     if quiet.get("expired_cpu_cores") is not None:
         rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet, every heartbeat expired",
                         "cores", quiet["expired_cpu_cores"], target="≈ 0 (≤ 0.05)",
-                        met=quiet["expired_cpu_cores"] <= 0.05,
-                        note="the next 20 s: nothing changes but the clock (ages count in the page; the findings' "
-                             "countdowns and durations are re-sent each second)"))
+                        met=quiet["expired_cpu_cores"] <= QUIET_TARGET_CORES,
+                        note="the next 20 s: nothing changes but the clock (the page counts the tables' ages and "
+                             "the findings' durations and countdowns itself)"))
     if quiet.get("one_session_cpu_cores") is not None:
+        closed = quiet["sessions"] - 1
+        if quiet.get("expired_cpu_cores") is not None and max(
+                quiet["one_session_cpu_cores"], quiet["expired_cpu_cores"]) <= QUIET_TARGET_CORES:
+            meaning = (f"both this and the row above are at the floor of one monitor and one page, so they cannot "
+                       f"tell whether the {closed} closed sessions let go (tests/test_push.py checks that they do)")
+        else:
+            meaning = (f"the drop from the row above is what the {closed} closed sessions cost while open (no drop: "
+                       "their callbacks outlived them)")
         rows.append(row(f"dashboard server CPU, 1 session left, etcd quiet ({quiet['waited_after_close_s']:g} s after "
-                        "the others closed)", "cores", quiet["one_session_cpu_cores"],
-                        note=f"against the row above: the drop is what the {quiet['sessions'] - 1} closed sessions "
-                             "cost while open (no drop: their callbacks outlived them)"))
+                        "the others closed)", "cores", quiet["one_session_cpu_cores"], note=meaning))
     data["breakdown"] = breakdown
     return section(TITLE, rows, data)
 

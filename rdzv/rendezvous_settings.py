@@ -94,16 +94,16 @@ class RendezvousSettings:
     def is_stale(self, last_heartbeat: datetime | None, now: datetime) -> bool:
         """Whether a node last heard at ``last_heartbeat`` counts as dead at ``now`` (torch's
         ``_sanitize``: strictly older than :attr:`heartbeat_expiry`). No heartbeat: not stale."""
-        return last_heartbeat is not None and last_heartbeat < self._stale_cutoff(now)
+        return last_heartbeat is not None and last_heartbeat < self.stale_cutoff(now)
 
     def stale_among(self, last_heartbeats: Mapping[_Node, datetime], now: datetime) -> frozenset[_Node]:
         """The nodes of ``last_heartbeats`` that :meth:`is_stale` counts as dead at ``now`` (the
         same rule, with the cut-off worked out once for all of them)."""
-        cutoff = self._stale_cutoff(now)
+        cutoff = self.stale_cutoff(now)
         return frozenset(node for node, last in last_heartbeats.items() if last < cutoff)
 
-    def _stale_cutoff(self, now: datetime) -> datetime:
-        """Heartbeats older than this are stale at ``now``."""
+    def stale_cutoff(self, now: datetime) -> datetime:
+        """Heartbeats older than this (strictly) are stale at ``now``."""
         return now - self.heartbeat_expiry
 
     def knows(self, *names: str) -> bool:

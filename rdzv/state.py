@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from bisect import bisect_left
+from functools import cached_property
 import io
 import pickle
 from collections.abc import Iterable, Mapping
@@ -197,6 +199,16 @@ class RendezvousSnapshot:
         """The nodes torch would drop as dead at ``now`` under ``settings`` (default: torch's
         keep-alive defaults); the rule is :meth:`RendezvousSettings.is_stale`."""
         return (settings or RendezvousSettings()).stale_among(self.last_heartbeats, _now(now))
+
+    def stale_count(self, now: datetime | None = None, settings: RendezvousSettings | None = None) -> int:
+        """``len(self.stale(now, settings))``, found by bisection in the heartbeats in time order
+        (sorted once per snapshot), so asking again at another moment does not visit every node."""
+        cutoff = (settings or RendezvousSettings()).stale_cutoff(_now(now))
+        return bisect_left(self._heartbeats_in_order, cutoff)
+
+    @cached_property
+    def _heartbeats_in_order(self) -> tuple[datetime, ...]:
+        return tuple(sorted(self.last_heartbeats.values()))
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (datetimes in ISO 8601, lists sorted);

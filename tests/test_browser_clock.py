@@ -190,6 +190,8 @@ def test_whats_happening_counts_its_ages_in_the_page_without_the_server(etcd_ser
     first, read_at = seconds_shown(finding), datetime.now(timezone.utc)
     assert abs(first - (read_at - beat).total_seconds()) <= 3, finding.inner_text()
     assert abs(seconds_shown(headline) - first) <= 1, headline.inner_text()
+    assert silence.search(headline.locator("span[title]").first.get_attribute("title")), \
+        "the headline's whole sentence is not its tooltip"
     deadline = time.monotonic() + 30
     while seconds_shown(finding) < first + 2 or seconds_shown(headline) < first + 2:
         assert time.monotonic() < deadline, f"the silence stayed at {finding.inner_text()} / {headline.inner_text()}"

@@ -235,6 +235,10 @@ def test_stale_follows_torchs_rule():
     assert snapshot.stale(beat + timedelta(seconds=16)) == {as_node(A), as_node(B)}
     assert snapshot.stale(beat + timedelta(seconds=2), RdzvSettings(keep_alive_interval=1, keep_alive_max_attempt=2)) == {as_node(B)}
     assert snapshot.stale(beat + timedelta(seconds=3), RdzvSettings(keep_alive_interval=4, keep_alive_max_attempt=3)) == {as_node(B)}
+    for seconds in (5, 6, 15, 15.000001, 16):  # the count, by bisection, agrees at and around each cut-off
+        for settings in (None, RdzvSettings(keep_alive_interval=1, keep_alive_max_attempt=2)):
+            at = beat + timedelta(seconds=seconds)
+            assert snapshot.stale_count(at, settings) == len(snapshot.stale(at, settings)), (seconds, settings)
 
 
 def test_stale_agrees_with_torchs_own_sanitizer():

@@ -47,7 +47,7 @@ class RoundCard(MarkupView, RunScopedView):
         if run.deleted or snapshot is None:
             tiles.append(tile("state", "deleted" if run.deleted else "undecodable", "idle" if run.deleted else "bad"))
             return "<div class='rdzv-tiles'>" + "".join(tiles) + "</div>"
-        stale = len(snapshot.stale(now, self.monitor.settings(run.run_id, self.settings)))
+        stale = snapshot.stale_count(now, self.monitor.settings(run.run_id, self.settings))
         tiles += [
             tile("round", snapshot.round),
             tile("complete", "yes" if snapshot.complete else "no", "good" if snapshot.complete else "warn"),

@@ -112,6 +112,45 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     kv.close()
 
 
+@pytest.mark.timeout(60)
+def test_the_event_log_shows_the_newest_change_first_and_stops_at_the_revision_travelled_to(
+        etcd_server, unique, monitor):
+    from rdzv.ui.timeline import TimelineView
+
+    kv = etcd_server.kv(api="v2")
+    prefix = f"/{unique}"
+    names = [f"host-{index:02d}" for index in range(12)]
+    written = []
+    for count in range(1, len(names) + 1):  # one more node joins with each write
+        version = monitor.version
+        kv.put(run_key(prefix, "job"), torch_state_b64({(name, 1, 0): 0 for name in names[:count]}, complete=False))
+        wait_past(monitor, version)
+        while monitor.run("job") is None or monitor.run("job").revision in written:
+            version = wait_past(monitor, version)
+        written.append(monitor.run("job").revision)
+    timeline = TimelineView(monitor=monitor, run_id="job", max_log_rows=10)
+    timeline.update(force=True)
+    log = timeline.log_source.data
+    shown = [int(revision) for revision in log["revision"]]
+    assert len(shown) == 10, "the log keeps max_log_rows rows"
+    assert shown == sorted(shown, reverse=True) and shown[0] == written[-1], log
+    assert names[-1] in log["change"][0] and not any(names[-1] in change for change in log["change"][1:])
+
+    timeline.as_of = written[5]  # travel back: the log ends at the revision shown
+    assert max(int(revision) for revision in timeline.log_source.data["revision"]) == written[5]
+    assert not any(names[6] in change for change in timeline.log_source.data["change"])
+    timeline.as_of = None
+    assert timeline.log_source.data["change"] == log["change"]
+
+    version = monitor.version  # one more node, live: its sentence goes on top, the oldest row off
+    kv.put(run_key(prefix, "job"), torch_state_b64({(name, 1, 0): 0 for name in names + ["late"]}, complete=False))
+    kv.close()
+    wait_past(monitor, version)
+    timeline.update()
+    assert "late_1_0" in timeline.log_source.data["change"][0]
+    assert timeline.log_source.data["change"][1:] == log["change"][:9]
+
+
 def test_sync_source_sends_only_what_changed():
     from bokeh.models import ColumnDataSource
 

@@ -1,8 +1,7 @@
 """The dashboard in a Jupyter kernel: the browser code it needs, sent by the first display on
 each page, from the installed packages (no CDN), and a fix to what the page sends back.
 
-Panel decides in ``pn.extension()`` how a notebook gets BokehJS, Panel's own code and
-Tabulator's: that call publishes a loader script into the output of the cell that makes it,
+Panel decides in ``pn.extension()`` how a notebook gets BokehJS and Panel's own code: that call publishes a loader script into the output of the cell that makes it,
 from public CDNs unless ``inline=True``. A view displayed without that call renders nothing,
 and on a machine without internet not even with it. :func:`load_in_notebook` makes the call
 itself, inline, the first time a dashboard is made for a page -- the Jupyter client session
@@ -15,9 +14,8 @@ With the code comes one correction (:data:`NO_ECHO_JS`): Panel's notebook comm m
 the kernel every change to the page's Bokeh documents, including the changes it has just
 applied *from* the kernel. BokehJS marks those ``sync = false`` and its own server session
 never sends them back (this is why ``panel serve`` is not affected); echoed in a notebook, a
-streamed table is streamed a second time in the kernel, where Tabulator then writes rows the
-widget does not have into its DataFrame: pandas' "Must have equal len keys and value" traceback
-in the cell's output. The fix drops, in the browser, what came from the kernel; what a person
+change is applied in the kernel a second time: a streamed source (the revisions plot) would
+hold its new rows twice. The fix drops, in the browser, what came from the kernel; what a person
 does on the page (selecting a row, typing a filter) still goes back.
 
 And one more (:func:`keep_stylesheets_inline`): Panel inlines the stylesheets of a view when it
@@ -90,7 +88,7 @@ def jupyter_page() -> str | None:
 
 
 def load_in_notebook(page: str) -> bool:
-    """Send ``page`` (see :func:`jupyter_page`) BokehJS, Panel and Tabulator inline, and
+    """Send ``page`` (see :func:`jupyter_page`) BokehJS and Panel inline, and
     :data:`NO_ECHO_JS`, unless it already has them. Returns whether anything was sent."""
     from IPython.display import publish_display_data
 
@@ -99,7 +97,7 @@ def load_in_notebook(page: str) -> bool:
             return False
         keep_stylesheets_inline()
         log_in_one_line()
-        pn.extension("tabulator", inline=True)
+        pn.extension(inline=True)
         publish_display_data({LOAD_MIME: NO_ECHO_JS, "application/javascript": NO_ECHO_JS})
         _loaded_pages.add(page)
     return True

@@ -25,15 +25,14 @@ TITLE = "rdzv dashboard"
 def load_extensions() -> None:
     """Make sure the page can show the views; cheap when it already can.
 
-    In a Jupyter kernel, the first call for a page sends it BokehJS, Panel and Tabulator inline
-    from the installed packages (no CDN, no ``pn.extension`` cell needed), once per page (see
-    :mod:`rdzv.ui.jupyter`). Elsewhere (``panel serve``, a script) it declares Tabulator to
-    Panel, which serves the code itself."""
+    In a Jupyter kernel, the first call for a page sends it BokehJS and Panel inline from the
+    installed packages (no CDN, no ``pn.extension`` cell needed), once per page (see
+    :mod:`rdzv.ui.jupyter`). Elsewhere (``panel serve``, a script) Panel serves the code itself."""
     from .jupyter import jupyter_page, load_in_notebook
 
     page = jupyter_page()
     if page is None:
-        pn.extension("tabulator")
+        pn.extension()
     else:
         load_in_notebook(page)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import panel as pn
 from bokeh.models import CellFormatter, ColumnDataSource, CustomJS, DataTable, StringFormatter, TableColumn
 
 HEADER_HEIGHT = 30
@@ -58,18 +57,3 @@ def fit_height(table: DataTable, min_rows: int, max_rows: int) -> None:
     if table.height != height:
         table.height = height
 
-
-class ReadOnlyTabulator(pn.widgets.Tabulator):
-    """A Tabulator whose data only ever flows from Python to the page.
-
-    It is shown ``disabled``, so a person cannot edit it; what could still come back is the
-    page's echo of data the kernel itself sent (Panel's notebook comm resends changes that came
-    from the kernel). A read-only table takes no data from the page at all, so such an echo can
-    never disagree with what the kernel holds.
-    """
-
-    def _process_events(self, events: dict) -> None:
-        events.pop("data", None)
-        events.pop("value", None)
-        if events:
-            super()._process_events(events)

@@ -5,8 +5,10 @@ Time travel (``as_of``) marks the revision on the plot and shows the log only up
 The plot has a point per revision (x: when the monitor saw it, or for a revision read back from
 etcd's history when the state says it was written, marked as an estimate; y: the number of
 participants, with the waiting count as a dashed step line); hovering a point shows the
-sentences describing what changed. New revisions are streamed into the plot and the log;
-only selecting another run rebuilds them.
+sentences describing what changed. New revisions are streamed into the plot; the log, newest
+first, is a plain-text table of at most ``max_log_rows`` rows, sent whole when it changes (a
+Bokeh table cannot add rows at its top, and a whole log is cheaper to send than Tabulator's
+pandas stream). Only selecting another run rebuilds the plot.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-import pandas as pd
 import panel as pn
 import param
 from bokeh.models import (
@@ -31,7 +32,7 @@ from bokeh.plotting import figure
 from ..monitor import change_sentences, revision_kind, revision_time
 from .base import RunScopedView, section
 from .browser_clock import epoch_ms
-from .tables import ReadOnlyTabulator
+from .tables import text_table
 
 POINT_STYLES = {  # kind -> (color, size)
     "change": ("#0969da", 9),
@@ -48,7 +49,14 @@ MIN_SPAN_MS = 60_000
 HOVER_SENTENCES = 6
 """A tooltip lists at most this many changes (a 1,000-node round completing has 1,000)."""
 
-LOG_COLUMNS = ["seq", "time", "revision", "round", "change"]
+LOG_COLUMNS = [
+    ("time", "written (UTC)", 110),
+    ("revision", "revision", 80),
+    ("round", "round", 60),
+    ("change", "what changed", 700),
+]
+LOG_FIELDS = [field for field, _, _ in LOG_COLUMNS]
+LOG_HEIGHT = 220
 
 TOOLTIPS = [
     ("revision", "@revision"),
@@ -65,9 +73,9 @@ def hover_text(sentences: list[str], limit: int = HOVER_SENTENCES) -> str:
     return shown + (f"; and {len(sentences) - limit} more changes" if len(sentences) > limit else "")
 
 
-def empty_log() -> pd.DataFrame:
-    """The event log with no rows (text columns, so streamed text is not cast to numbers)."""
-    return pd.DataFrame({name: pd.Series(dtype="int64" if name == "seq" else object) for name in LOG_COLUMNS})
+def empty_log() -> dict[str, list]:
+    """The event log's columns with no rows."""
+    return {name: [] for name in LOG_FIELDS}
 
 
 class TimelineView(RunScopedView):
@@ -85,26 +93,15 @@ class TimelineView(RunScopedView):
         self.figure = self._make_figure()
         self.figure.add_layout(self.as_of_line)
         self.source.selected.on_change("indices", self._on_tap)
-        self.log = ReadOnlyTabulator(
-            empty_log(),
-            # Tabulator's plaintext and textarea formatters escape the text; textarea also wraps it.
-            formatters={**{name: {"type": "plaintext"} for name in LOG_COLUMNS}, "change": {"type": "textarea"}},
-            sorters=[{"field": "seq", "dir": "desc"}],
-            hidden_columns=["seq"],
-            titles={"time": "written (UTC)", "revision": "revision", "round": "round", "change": "what changed"},
-            widths={"time": 110, "revision": 80, "round": 60},
-            sortable=False,
-            show_index=False, disabled=True, selectable=False, layout="fit_data_stretch",
-            header_filters=False, height=220, sizing_mode="stretch_width",
-        )
+        self.log_source = ColumnDataSource(empty_log())
+        self.log = text_table(self.log_source, LOG_COLUMNS, height=LOG_HEIGHT, sortable=False)
         self._shown_run: str | None = None
         self._last_revision: int | None = None
-        self._log_seq = 0
 
     def _build(self) -> pn.viewable.Viewable:
         return pn.Column(
             section("Revisions", pn.pane.Bokeh(self.figure, sizing_mode="stretch_width")),
-            section("Event log (newest first)", self.log),
+            section("Event log (newest first)", pn.pane.Bokeh(self.log, sizing_mode="stretch_width")),
             sizing_mode="stretch_width",
         )
 
@@ -158,9 +155,7 @@ class TimelineView(RunScopedView):
         history = self.monitor.history(self.run_id) if self.run_id else []
         if self.as_of is not None:
             history = [entry for entry in history if entry.revision <= self.as_of]
-        rows = self._log_rows(history)
-        frame = pd.DataFrame(rows) if rows["seq"] else empty_log()
-        self.log.value = frame.tail(self.max_log_rows).reset_index(drop=True)
+        self.log_source.data = self._newest_first(self._log_rows(history), empty_log())
 
     def _refresh(self, now: datetime) -> None:
         history = self.monitor.history(self.run_id) if self.run_id else []
@@ -168,7 +163,7 @@ class TimelineView(RunScopedView):
             self._shown_run = self.run_id
             self._last_revision = None
             self.source.data = self._columns([])
-            self.log.value = empty_log()
+            self.log_source.data = empty_log()
         new = [entry for entry in history if self._last_revision is None or entry.revision > self._last_revision]
         if not new:
             return
@@ -177,8 +172,8 @@ class TimelineView(RunScopedView):
         if self.as_of is not None:
             return  # the log stays where time travel put it; back to live rebuilds it
         rows = self._log_rows(new)
-        if rows["seq"]:
-            self.log.stream(pd.DataFrame(rows), rollover=self.max_log_rows, follow=False)
+        if rows["change"]:
+            self.log_source.data = self._newest_first(rows, self.log_source.data)
 
     @staticmethod
     def _columns(revisions: Sequence) -> dict[str, list]:
@@ -197,14 +192,18 @@ class TimelineView(RunScopedView):
             "size": [POINT_STYLES[kind][1] for kind in kinds],
         }
 
-    def _log_rows(self, revisions: Sequence) -> dict[str, list]:
-        rows: dict[str, list] = {name: [] for name in LOG_COLUMNS}
+    def _newest_first(self, rows: dict[str, list], shown: dict[str, list]) -> dict[str, list]:
+        """The log with ``rows`` (oldest first) above the ``shown`` rows, at most ``max_log_rows``."""
+        return {name: (rows[name][::-1] + list(shown[name]))[: self.max_log_rows] for name in LOG_FIELDS}
+
+    @staticmethod
+    def _log_rows(revisions: Sequence) -> dict[str, list]:
+        """One row per sentence of what each revision changed, oldest first (heartbeats left out)."""
+        rows = empty_log()
         for entry in revisions:
             if revision_kind(entry) == "heartbeat":
                 continue
             for sentence in change_sentences(entry, heartbeats=False):
-                self._log_seq += 1
-                rows["seq"].append(self._log_seq)
                 rows["time"].append(revision_time(entry))
                 rows["revision"].append(str(entry.revision))
                 rows["round"].append(str(entry.snapshot.round) if entry.snapshot else "")

@@ -7,7 +7,6 @@ import html
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from datetime import datetime
 
 import panel as pn
@@ -104,16 +103,6 @@ class Dashboard(Viewer):
     def refresh(self) -> bool:
         """Update every view if the monitor's version moved, and tick the clocks if a second
         passed. Returns whether the version had moved. Never raises (views log their failures)."""
-        with self._one_message():
-            return self._refresh_views()
-
-    def _one_message(self):
-        """In a served session, every change the views make inside it reaches the page as one
-        message (Panel's hold), not one message per change: each message costs Bokeh a pass over
-        all the document's models, which made sending cost more than the changes themselves."""
-        return pn.io.hold(self._document) if self._document is not None else nullcontext()
-
-    def _refresh_views(self) -> bool:
         version = self.monitor.version
         moved = version != self._shown_version
         if moved:
@@ -136,9 +125,8 @@ class Dashboard(Viewer):
         tables' ages move in the page)."""
         self._last_tick = time.monotonic()
         now = shared_now()
-        with self._one_message():
-            for view in self.views:
-                view.tick(now)
+        for view in self.views:
+            view.tick(now)
 
     def _pick_run(self) -> None:
         runs = sorted(self.monitor.runs().values(), key=lambda run: (run.deleted or run.snapshot is None, run.run_id))

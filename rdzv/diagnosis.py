@@ -110,7 +110,7 @@ class Finding:
     ``marked`` is ``(message, next)`` with every span that time alone changes ("for 2 min 05 s",
     "by 04:10:35 UTC") left as a :mod:`rdzv.time_marks` mark: it stays the same from one second
     to the next, for a view that keeps those spans current itself. ``message`` and ``next`` are
-    it read at the ``now`` the finding was made for.
+    it read at the ``now`` the finding was made for. Not given, it is ``(message, next)``.
     """
 
     code: str
@@ -120,6 +120,10 @@ class Finding:
     at: datetime | None = None
     nodes: tuple[Node, ...] = ()
     marked: tuple[str, str] = field(default=("", ""), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.marked == ("", ""):  # made without marks: its text is what it reads at any time
+            object.__setattr__(self, "marked", (self.message, self.next))
 
     def to_dict(self) -> dict[str, Any]:
         """The finding as JSON-ready data (``at`` in ISO 8601)."""

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from bisect import bisect_left
-from functools import cached_property
 import io
 import pickle
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Literal

@@ -68,3 +68,10 @@ def test_a_node_name_cannot_forge_a_mark():
     stale = next(finding for finding in findings if finding.code == "stale-heartbeat")
     assert stale.message.startswith("Node \ufffds0\ufffd_1_0 has sent no keep-alive for 2 min 00 s")
     assert time_marks.plain(forged) == "\ufffds0\ufffd" and time_marks.plain("host-a") == "host-a"
+
+
+def test_a_finding_made_without_marks_reads_the_same_marked():
+    from rdzv.diagnosis import Finding
+
+    finding = Finding("complete", "info", "Round 0 is complete.", "Nothing happens.")
+    assert finding.marked == ("Round 0 is complete.", "Nothing happens.")

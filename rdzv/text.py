@@ -34,11 +34,6 @@ def age(delta: timedelta | float | None) -> str:
     return f"{seconds // 86400} d {seconds % 86400 // 3600:02d} h"
 
 
-def since(moment: datetime | None, now: datetime) -> str:
-    """How long ago ``moment`` was, as :func:`age` writes it."""
-    return NO_VALUE if moment is None else age(now - moment)
-
-
 def countdown(deadline: datetime | None, now: datetime) -> str:
     """Time left until ``deadline``: ``"in 3 s"``, ``"passed"``, or :data:`NO_VALUE`."""
     if deadline is None:

@@ -75,3 +75,15 @@ def test_a_finding_made_without_marks_reads_the_same_marked():
 
     finding = Finding("complete", "info", "Round 0 is complete.", "Nothing happens.")
     assert finding.marked == ("Round 0 is complete.", "Nothing happens.")
+
+
+def test_a_marked_tile_keeps_its_mark_out_of_attributes():
+    from datetime import datetime, timedelta, timezone
+
+    from rdzv.ui.browser_clock import live_markup
+    from rdzv.ui.style import tile
+
+    now = datetime.now(timezone.utc)
+    shown = live_markup(tile("deadline", time_marks.countdown(now + timedelta(seconds=12))), now)
+    assert "title=" not in shown and shown.count("<span data-rdzv-mark=") == 1 and ">in 12 s</span>" in shown
+    assert "title='4'" in tile("participants", 4)

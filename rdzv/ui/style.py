@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 
+from .. import time_marks
+
 ACCENT = "#ee4c2c"
 
 STYLESHEET = """
@@ -33,8 +35,11 @@ PANEL_STYLES = {"border": "1px solid #d0d7de", "border-radius": "8px", "padding"
 def tile(label: str, value: object, tone: str = "") -> str:
     """One labelled figure of a card, every piece escaped (``tone``: good, warn, bad, idle)."""
     css = f"rdzv-tile-value rdzv-{tone}" if tone else "rdzv-tile-value"
+    text = str(value)
+    # A time mark becomes a span the page keeps current; an attribute cannot hold one.
+    tooltip = "" if time_marks.has_marks(text) else f" title='{html.escape(text)}'"
     return (
-        f"<div class='rdzv-tile'><div class='{css}' title='{html.escape(str(value))}'>{html.escape(str(value))}</div>"
+        f"<div class='rdzv-tile'><div class='{css}'{tooltip}>{html.escape(text)}</div>"
         f"<div class='rdzv-tile-label'>{html.escape(label)}</div></div>"
     )
 

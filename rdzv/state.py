@@ -314,8 +314,11 @@ class _Refusal(Exception):
 
 # Each allowed opcode has a kind (its effect on the stack) and an argument: the width of its
 # argument, of its length prefix (COUNTED: the data follows), or the tuple size (TUPLE_N).
+_KIND_NAMES = ("UNSUPPORTED", "GET", "MEMOIZE", "FIXED", "COUNTED", "EMPTY", "MARK", "EXTEND", "BUILD", "CALL",
+               "TUPLE_N", "FROM_MARK", "SETITEM", "NEWOBJ_EX", "STACK_GLOBAL", "PUT", "FRAME", "GLOBAL", "POP",
+               "POP_MARK", "DUP", "PROTO", "STOP")
 (UNSUPPORTED, GET, MEMOIZE, FIXED, COUNTED, EMPTY, MARK, EXTEND, BUILD, CALL, TUPLE_N, FROM_MARK,
- SETITEM, NEWOBJ_EX, STACK_GLOBAL, PUT, FRAME, GLOBAL, POP, POP_MARK, DUP, PROTO, STOP) = range(23)
+ SETITEM, NEWOBJ_EX, STACK_GLOBAL, PUT, FRAME, GLOBAL, POP, POP_MARK, DUP, PROTO, STOP) = range(len(_KIND_NAMES))
 _OPCODES: dict[int, tuple[bytes, ...]] = {
     GET: (pickle.BINGET, pickle.LONG_BINGET),
     MEMOIZE: (pickle.MEMOIZE,),
@@ -358,9 +361,50 @@ for _kind_of, _opcodes in _OPCODES.items():
 del _kind_of, _opcodes, _opcode
 PROTO_OPCODE = pickle.PROTO[0]
 
+# What the walk refuses, by the outcome names of rdzv._opcode_walk (which walks in C).
+_TRUNCATED, _MALFORMED = "truncated pickle", "malformed pickle"
+_OUT_OF_SEQUENCE = "a memo index out of sequence"
+_TRAILING_BYTES = "bytes after the end of the pickle"
+
 
 def _too_deep() -> _Refusal:
     return _Refusal(f"nested deeper than {MAX_NESTING} levels")
+
+
+def _too_many_operations() -> _Refusal:
+    return _Refusal(f"more than {MAX_OPERATIONS:,} pickle operations")
+
+
+def _unsupported(opcode: int) -> _Refusal:
+    return _Refusal(f"unsupported pickle opcode 0x{opcode:02x}")
+
+
+_OUTCOMES: dict[str, Any] = {
+    "ok": None,
+    "too deep": lambda _detail: _too_deep(),
+    "truncated": lambda _detail: _Refusal(_TRUNCATED),
+    "malformed": lambda _detail: _Refusal(_MALFORMED),
+    "memo out of sequence": lambda _detail: _Refusal(_OUT_OF_SEQUENCE),
+    "unsupported": _unsupported,
+    "too many operations": lambda _detail: _too_many_operations(),
+    "trailing bytes": lambda _detail: _Refusal(_TRAILING_BYTES),
+}
+
+
+def _compiled_walk():
+    """rdzv._opcode_walk's walk and its outcomes as refusals, if it was built and numbers the kinds
+    as this module does; else None (the walk runs in Python)."""
+    try:
+        from . import _opcode_walk
+    except ImportError:
+        return None
+    if _opcode_walk.KINDS != _KIND_NAMES or set(_opcode_walk.OUTCOMES) != set(_OUTCOMES):
+        return None
+    return _opcode_walk.walk, [_OUTCOMES[name] for name in _opcode_walk.OUTCOMES]
+
+
+_COMPILED = _compiled_walk()
+_KIND_TABLE, _ARGUMENT_TABLE = bytes(_KIND), bytes(_ARGUMENT)
 
 
 SHORT_BINBYTES = pickle.SHORT_BINBYTES[0]
@@ -384,6 +428,18 @@ def _check_opcodes(data: bytes, payloads: list[int] | None = None) -> None:
     """
     if len(data) < 2 or data[0] != PROTO_OPCODE or not 4 <= data[1] <= pickle.HIGHEST_PROTOCOL:
         raise _Refusal("not a pickle of protocol 4 or later")
+    if _COMPILED is None:
+        _walk_in_python(data, payloads)
+        return
+    walk, refusals = _COMPILED
+    outcome, detail = walk(data, _KIND_TABLE, _ARGUMENT_TABLE, MAX_NESTING, MAX_OPERATIONS, payloads)
+    if outcome:
+        raise refusals[outcome](detail)
+
+
+def _walk_in_python(data: bytes, payloads: list[int] | None) -> None:
+    """:func:`_check_opcodes` after the header, in Python (where rdzv._opcode_walk was not built,
+    and as the reference the tests hold the C walk to)."""
     size = len(data)
     stack: list[int] = []  # the nesting depth of each item on the unpickler's stack
     marks: list[int] = []  # where each open MARK is on the stack
@@ -479,7 +535,7 @@ def _check_opcodes(data: bytes, payloads: list[int] | None = None) -> None:
                 elif index == len(memo):
                     remember(stack[-1])
                 else:
-                    raise _Refusal("a memo index out of sequence")
+                    raise _Refusal(_OUT_OF_SEQUENCE)
             elif kind == FRAME or kind == PROTO:
                 position += arguments[opcode]
             elif kind == GLOBAL:  # two lines: module, name
@@ -497,19 +553,19 @@ def _check_opcodes(data: bytes, payloads: list[int] | None = None) -> None:
             elif kind == STOP:
                 break
             else:
-                raise _Refusal(f"unsupported pickle opcode 0x{opcode:02x}")
+                raise _unsupported(opcode)
         else:
-            raise _Refusal(f"more than {MAX_OPERATIONS:,} pickle operations")
+            raise _too_many_operations()
     except ValueError:  # a GLOBAL without its two lines
-        raise _Refusal("truncated pickle") from None
+        raise _Refusal(_TRUNCATED) from None
     except IndexError:  # read past the end, or popped an empty stack
-        raise _Refusal("truncated pickle" if position >= size else "malformed pickle") from None
+        raise _Refusal(_TRUNCATED if position >= size else _MALFORMED) from None
     if position > size:
-        raise _Refusal("truncated pickle")
+        raise _Refusal(_TRUNCATED)
     if position < size:
-        raise _Refusal("bytes after the end of the pickle")
+        raise _Refusal(_TRAILING_BYTES)
     if len(stack) != 1 or marks:
-        raise _Refusal("malformed pickle")
+        raise _Refusal(_MALFORMED)
 
 
 # --- step 2: the restricted unpickler --------------------------------------------------------
@@ -636,7 +692,24 @@ def _node(record: object, where: str) -> Node:
                 and -_INT64 <= pid < _INT64 and -_INT64 <= local_id < _INT64):
             # Say which attribute is wrong.
             _field(record, "addr", (str,)), _field(record, "pid", (int,)), _field(record, "local_id", (int,))
-        node = record.node = Node(addr, pid, local_id)
+        node = record.node = _interned(addr, pid, local_id)
+    return node
+
+
+_INTERNED: dict[tuple[str, int, int], Node] = {}
+_INTERNED_LIMIT = 100_000
+
+
+def _interned(addr: str, pid: int, local_id: int) -> Node:
+    """The one Node decoded states use for ``(addr, pid, local_id)``, so that comparing the
+    snapshots of two revisions (a diff, a heartbeat check) finds each node by identity instead
+    of comparing its fields. The table is emptied when it reaches :data:`_INTERNED_LIMIT`."""
+    key = (addr, pid, local_id)
+    node = _INTERNED.get(key)
+    if node is None:
+        if len(_INTERNED) >= _INTERNED_LIMIT:
+            _INTERNED.clear()
+        node = _INTERNED[key] = Node(addr, pid, local_id)
     return node
 
 

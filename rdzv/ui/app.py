@@ -7,7 +7,6 @@ import html
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from datetime import datetime
 
 import panel as pn
@@ -19,7 +18,6 @@ from .close_run import CloseRunAction
 from .connection_banner import ConnectionBanner
 from .export import HistoryExport
 from .fleet import FleetView
-from .one_message import one_message
 from .participants import ParticipantsView
 from .round_card import RoundCard
 from .store_browser import StoreBrowser
@@ -104,15 +102,7 @@ class Dashboard(Viewer):
 
     def refresh(self) -> bool:
         """Update every view if the monitor's version moved, and tick the clocks if a second
-        passed. Returns whether the version had moved. Never raises (views log their failures).
-        In a served session, what the views change reaches the page as one message."""
-        with self._one_message():
-            return self._refresh_views()
-
-    def _one_message(self):
-        return one_message(self._document) if self._document is not None else nullcontext()
-
-    def _refresh_views(self) -> bool:
+        passed. Returns whether the version had moved. Never raises (views log their failures)."""
         version = self.monitor.version
         moved = version != self._shown_version
         if moved:
@@ -135,9 +125,8 @@ class Dashboard(Viewer):
         tables' ages move in the page)."""
         self._last_tick = time.monotonic()
         now = shared_now()
-        with self._one_message():
-            for view in self.views:
-                view.tick(now)
+        for view in self.views:
+            view.tick(now)
 
     def _pick_run(self) -> None:
         runs = sorted(self.monitor.runs().values(), key=lambda run: (run.deleted or run.snapshot is None, run.run_id))

@@ -599,8 +599,16 @@ class _StateRecord(_Record):
 
 
 class _NodeRecord(_Record):
-    __slots__ = ("node",)  # the Node it converts to, once converted
+    __slots__ = ("node",)  # the Node it converts to, set once its attributes are known good
     torch_name = "_NodeDesc"
+
+    def __setstate__(self, state: object) -> None:
+        _Record.__setstate__(self, state)
+        fields = self.fields
+        addr, pid, local_id = fields.get("addr"), fields.get("pid"), fields.get("local_id")
+        if (type(addr) is str and type(pid) is int and type(local_id) is int
+                and -_INT64 <= pid < _INT64 and -_INT64 <= local_id < _INT64):
+            self.node = _interned(addr, pid, local_id)
 
 
 _ALLOWED_GLOBALS: dict[tuple[str, str], object] = {
@@ -685,14 +693,9 @@ def _node(record: object, where: str) -> Node:
     if type(record) is not _NodeRecord:
         raise _Refusal(f"'{where}' holds {_kind(record)}, expected _NodeDesc")
     node = getattr(record, "node", None)
-    if node is None:
-        fields = getattr(record, "fields", None) or {}
-        addr, pid, local_id = fields.get("addr"), fields.get("pid"), fields.get("local_id")
-        if not (type(addr) is str and type(pid) is int and type(local_id) is int
-                and -_INT64 <= pid < _INT64 and -_INT64 <= local_id < _INT64):
-            # Say which attribute is wrong.
-            _field(record, "addr", (str,)), _field(record, "pid", (int,)), _field(record, "local_id", (int,))
-        node = record.node = _interned(addr, pid, local_id)
+    if node is None:  # never built, or an attribute is wrong: say which
+        _field(record, "addr", (str,)), _field(record, "pid", (int,)), _field(record, "local_id", (int,))
+        raise _Refusal(f"a malformed _NodeDesc in '{where}'")  # not reached: the checks above refuse
     return node
 
 
@@ -717,6 +720,9 @@ _SETS = (set, frozenset)
 
 
 def _snapshot_of(loaded: object) -> RendezvousSnapshot:
+    """The snapshot of an unpickled state. A node record's Node was made as it was built; where
+    a record has none (it is not a _NodeDesc, or one with a wrong attribute), :func:`_node` says
+    why. (Only _NodeRecord has a ``node`` attribute among what the unpickler can make.)"""
     if type(loaded) is not _StateRecord:
         raise _Refusal(f"the pickle holds {_kind(loaded)}, not a _RendezvousState")
     deadline = _field(loaded, "deadline", (datetime, _NONE))
@@ -726,18 +732,21 @@ def _snapshot_of(loaded: object) -> RendezvousSnapshot:
         closed=_field(loaded, "closed", (bool,)),
         deadline=None if deadline is None else _as_utc(deadline),
         participants={
-            _node(node, "participants"): rank if type(rank) is int and -_INT64 <= rank < _INT64 else _typed(
-                rank, (int,), "a participant's rank")
+            (getattr(node, "node", None) or _node(node, "participants")):
+                rank if type(rank) is int and -_INT64 <= rank < _INT64 else _typed(rank, (int,), "a participant's rank")
             for node, rank in _field(loaded, "participants", (dict,)).items()
         },
-        wait_list=frozenset(_node(node, "wait_list") for node in _field(loaded, "wait_list", _SETS)),
+        wait_list=frozenset(
+            getattr(node, "node", None) or _node(node, "wait_list") for node in _field(loaded, "wait_list", _SETS)
+        ),
         # redundancy_list arrived in later torch releases; a state without it has none.
         redundancy_list=frozenset(
-            _node(node, "redundancy_list") for node in _field(loaded, "redundancy_list", _SETS, set())
+            getattr(node, "node", None) or _node(node, "redundancy_list")
+            for node in _field(loaded, "redundancy_list", _SETS, set())
         ),
         last_heartbeats={
-            _node(node, "last_heartbeats"): _as_utc(moment if type(moment) is datetime else _typed(
-                moment, (datetime,), "a heartbeat"))
+            (getattr(node, "node", None) or _node(node, "last_heartbeats")):
+                _as_utc(moment) if type(moment) is datetime else _typed(moment, (datetime,), "a heartbeat")
             for node, moment in _field(loaded, "last_heartbeats", (dict,)).items()
         },
     )

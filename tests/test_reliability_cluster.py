@@ -41,6 +41,9 @@ def test_losing_the_member_in_use_is_survived_by_handlers_store_monitor_and_dash
             store = rendezvous_all(handlers)[0].store  # torch's PrefixStore over our EtcdStore
             store.set("before", "loss")
             dashboard = serve(["--endpoint", endpoints, "--run-id", unique, "--api", api])
+            page_errors: list[str] = []
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.on("console", lambda message: page_errors.append(message.text) if message.type == "error" else None)
             page.goto(dashboard.url)
             expect(page.get_by_text("participant", exact=True)).to_have_count(2, timeout=WAIT_MS)
 
@@ -79,8 +82,10 @@ def test_losing_the_member_in_use_is_survived_by_handlers_store_monitor_and_dash
             try:
                 expect(page.get_by_text("participant", exact=True)).to_have_count(3, timeout=WAIT_MS)
             except AssertionError as stale:  # seen rarely under load; keep what the next look needs
-                shown = page.locator("[data-role=as-of]").all_inner_texts()
+                shown = [page.locator(selector).all_inner_texts()
+                         for selector in ("[data-role=as-of]", ".rdzv-banner", ".rdzv-finding", ".slick-row")]
                 raise AssertionError(f"{stale}\nmonitor: {run.snapshot!r} at {run.revision}; page: {shown}\n"
+                                     f"page errors: {page_errors[-10:]}\n"
                                      f"dashboard log:\n{dashboard.log.read_text(errors='replace')[-4000:]}") from None
             assert monitor.connection.state in ("connected", "recovered")
             with cluster.kv(api) as kv:

@@ -56,6 +56,16 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-b", 2, 0): 1}))
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
+            # A push that never runs (its scheduled refresh lost) costs the page a few seconds, not
+            # every later change: the session's clock shows the change, and pushes resume.
+            board._push_pending_since = time.monotonic() - 60
+            pushes = board.pushes
+            kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-c", 3, 0): 1}))
+            expect(tab.get_by_text("pushed-c", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert board.lost_pushes == 1 and board.pushes == pushes
+            kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-d", 4, 0): 1}))
+            expect(tab.get_by_text("pushed-d", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert board.pushes > pushes
             subscribers = len(monitor._subscribers)
             assert len(board._document.session_callbacks) == 1  # the clock's
             context.close()

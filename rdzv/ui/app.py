@@ -4,6 +4,7 @@ the session's document), or polling it where there is no served session (noteboo
 from __future__ import annotations
 
 import html
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,8 +28,13 @@ from .time_travel import TimeTravelBar
 from .timeline import TimelineView
 from .whats_happening import WhatsHappening
 
+logger = logging.getLogger(__name__)
+
 TICK_SECONDS = 1.0
 """How often what follows the clock on the server (countdowns, findings) is refreshed."""
+LOST_PUSH_SECONDS = 5.0
+"""A change's refresh scheduled this long ago and still not run is taken as lost: the session's
+next tick shows the change, and later changes are pushed again."""
 
 
 def shared_now() -> datetime:
@@ -82,9 +88,12 @@ class Dashboard(Viewer):
         self._layout = None
         self._document = None  # the served session's Bokeh document, when changes are pushed
         self._unsubscribe: Callable[[], None] | None = None
-        self._scheduled = threading.Lock()  # held from a change's arrival until its refresh runs
+        self._push_lock = threading.Lock()
+        self._push_pending_since: float | None = None  # when the refresh waiting to run was scheduled
         #: Refreshes run because the monitor told this page of a change.
         self.pushes = 0
+        #: Refreshes the clock ran because a change's scheduled refresh never ran.
+        self.lost_pushes = 0
 
     @param.depends("run_id", watch=True)
     def _select_run(self) -> None:
@@ -150,7 +159,7 @@ class Dashboard(Viewer):
             self._unsubscribe = self.monitor.subscribe(self._changed)
             # Bokeh's own session callback: Panel's would also count every tick as "busy", a
             # change of the process-wide pn.state that costs each tick more than the tick itself.
-            self._callback = _SessionCallback(document, self._tick_clocks, TICK_SECONDS)
+            self._callback = _SessionCallback(document, self._each_second, TICK_SECONDS)
             pn.state.onload(self._page_loaded)
             pn.state.on_session_destroyed(lambda _context: self.stop())
         else:
@@ -165,18 +174,40 @@ class Dashboard(Viewer):
     def _changed(self, _version: int) -> None:
         """From a watcher thread: schedule one refresh, unless one is already waiting to run."""
         document = self._document
-        if document is None or not self._scheduled.acquire(blocking=False):
-            return
+        with self._push_lock:
+            if document is None or self._push_pending_since is not None:
+                return
+            self._push_pending_since = time.monotonic()
         try:
             document.add_next_tick_callback(self._pushed)
         except Exception:  # the session is gone: nothing to push to
-            self._scheduled.release()
+            self._push_pending_since = None
             self.stop()
 
     def _pushed(self) -> None:
-        self._scheduled.release()  # changes arriving from now on schedule another refresh
+        with self._push_lock:
+            self._push_pending_since = None  # changes arriving from now on schedule another refresh
         self.pushes += 1
         self.refresh()
+
+    def _each_second(self) -> None:
+        """The served session's clock. Also its safety net: if the monitor moved and the refresh
+        scheduled for it has not run within :data:`LOST_PUSH_SECONDS` (or none was scheduled),
+        the change is shown now and pushes resume, so a lost push leaves a page at most that
+        long behind instead of behind for good."""
+        with self._push_lock:
+            since = self._push_pending_since
+            lost = since is not None and time.monotonic() - since > LOST_PUSH_SECONDS
+            if lost:
+                self._push_pending_since = None
+        if lost:
+            self.lost_pushes += 1
+            logger.warning("A change's refresh of a dashboard page did not run within %g s; the page's clock "
+                           "tick showed the change instead.", LOST_PUSH_SECONDS)
+        if self.monitor.version != self._shown_version and (lost or since is None):
+            self.refresh()
+        else:
+            self._tick_clocks()
 
     def stop(self) -> None:
         """Stop following the monitor; the views keep what they show."""

@@ -4,6 +4,7 @@ of the monitor."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -52,10 +53,19 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             board = boards[-1]
             # Push mode: subscribed to the monitor; the only periodic callback moves the clocks.
             assert board._unsubscribe is not None and board._callback.period == 1000
+            # The monitor's thread never touches the session's document: the refresh is scheduled
+            # from the server's loop, the thread that runs it (a callback added from another thread
+            # while Panel holds the document can be lost with Bokeh's held events).
+            schedulers, runners = [], []
+            add_next_tick_callback, pushed = board._document.add_next_tick_callback, board._pushed
+            board._document.add_next_tick_callback = lambda callback: (
+                schedulers.append(threading.get_ident()), add_next_tick_callback(callback))[1]
+            board._pushed = lambda: (runners.append(threading.get_ident()), pushed())[1]
             pushes = board.pushes
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-b", 2, 0): 1}))
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
+            assert schedulers and runners and set(schedulers) == set(runners), (schedulers, runners)
             # A push that never runs (its scheduled refresh lost) costs the page a few seconds, not
             # every later change: the session's clock shows the change, and pushes resume.
             board._push_pending_since = time.monotonic() - 60

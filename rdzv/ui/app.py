@@ -34,7 +34,7 @@ TICK_SECONDS = 1.0
 """How often what follows the clock on the server (countdowns, findings) is refreshed."""
 LOST_PUSH_SECONDS = 5.0
 """A change's refresh scheduled this long ago and still not run is taken as lost: the session's
-next tick shows the change, and later changes are pushed again."""
+next tick shows the change, and later changes are pushed again (a guard: see :meth:`Dashboard._changed`)."""
 
 
 def shared_now() -> datetime:
@@ -87,6 +87,7 @@ class Dashboard(Viewer):
         self._callback = None
         self._layout = None
         self._document = None  # the served session's Bokeh document, when changes are pushed
+        self._io_loop = None  # the Tornado loop that runs the session's callbacks
         self._unsubscribe: Callable[[], None] | None = None
         self._push_lock = threading.Lock()
         self._push_pending_since: float | None = None  # when the refresh waiting to run was scheduled
@@ -146,7 +147,7 @@ class Dashboard(Viewer):
         """Follow the monitor in the current session (or notebook); idempotent.
 
         In a served session the monitor's changes are pushed: each one schedules a refresh on
-        the session's own document (Bokeh runs it on the session's thread with the document
+        the session's own document (Bokeh runs it on the server's loop with the document
         locked), coalescing changes that arrive before it runs; a one-second callback moves the
         clocks. Elsewhere (a notebook) the page polls the monitor every ``poll_ms``. A session
         that closes stops both (Panel's ``on_session_destroyed``)."""
@@ -156,6 +157,7 @@ class Dashboard(Viewer):
         document = pn.state.curdoc
         if document is not None and document.session_context is not None:
             self._document = document
+            self._io_loop = document.session_context.server_context.application_context.io_loop
             self._unsubscribe = self.monitor.subscribe(self._changed)
             # Bokeh's own session callback: Panel's would also count every tick as "busy", a
             # change of the process-wide pn.state that costs each tick more than the tick itself.
@@ -172,17 +174,35 @@ class Dashboard(Viewer):
             view.page_loaded()
 
     def _changed(self, _version: int) -> None:
-        """From a watcher thread: schedule one refresh, unless one is already waiting to run."""
-        document = self._document
+        """From a watcher thread: schedule one refresh, unless one is already waiting to run.
+
+        The watcher thread only hands the scheduling to the server's loop (Tornado's
+        ``add_callback``, safe from any thread) and never touches the document itself: Panel
+        holds a session's document on the loop while it updates models, and a callback that
+        another thread adds meanwhile lands in Bokeh's list of held events, which the loop
+        swaps out without a lock, so it could be lost and never run."""
+        loop = self._io_loop
         with self._push_lock:
-            if document is None or self._push_pending_since is not None:
+            if loop is None or self._push_pending_since is not None:
                 return
             self._push_pending_since = time.monotonic()
         try:
-            document.add_next_tick_callback(self._pushed)
-        except Exception:  # the session is gone: nothing to push to
+            loop.add_callback(self._schedule_refresh)
+        except Exception:  # the server's loop is closed: nothing to push to
             self._push_pending_since = None
             self.stop()
+
+    def _schedule_refresh(self) -> None:
+        """On the server's loop: ask Bokeh to run :meth:`_pushed` with the document locked."""
+        document = self._document
+        if document is not None:
+            try:
+                document.add_next_tick_callback(self._pushed)
+                return
+            except Exception:  # the session is gone: nothing to push to
+                self.stop()
+        with self._push_lock:
+            self._push_pending_since = None
 
     def _pushed(self) -> None:
         with self._push_lock:
@@ -191,10 +211,10 @@ class Dashboard(Viewer):
         self.refresh()
 
     def _each_second(self) -> None:
-        """The served session's clock. Also its safety net: if the monitor moved and the refresh
+        """The served session's clock. Also a guard: if the monitor moved and the refresh
         scheduled for it has not run within :data:`LOST_PUSH_SECONDS` (or none was scheduled),
-        the change is shown now and pushes resume, so a lost push leaves a page at most that
-        long behind instead of behind for good."""
+        the change is shown now and pushes resume, so a push lost for any reason leaves a page
+        at most that long behind instead of behind for good."""
         with self._push_lock:
             since = self._push_pending_since
             lost = since is not None and time.monotonic() - since > LOST_PUSH_SECONDS
@@ -214,7 +234,7 @@ class Dashboard(Viewer):
         callback, self._callback = self._callback, None
         if callback is not None:
             callback.stop()
-        unsubscribe, self._unsubscribe, self._document = self._unsubscribe, None, None
+        unsubscribe, self._unsubscribe, self._document, self._io_loop = self._unsubscribe, None, None, None
         if unsubscribe is not None:
             unsubscribe()
 

@@ -44,12 +44,24 @@ WAIT_MS = 30_000
 
 
 class Served:
-    """A running ``panel serve``: its page ``url`` and its ``pid`` (for CPU and memory)."""
+    """A running ``panel serve``: its page ``url``, its ``pid`` (for CPU and memory) and the
+    lines it printed (read as they come, so a chatty server never blocks on a full pipe)."""
 
     def __init__(self, url: str, process: subprocess.Popen) -> None:
         self.url = url
         self.process = process
         self.pid = process.pid
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, name="served-output", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.decode(errors="replace"))
+
+    def count(self, text: str) -> int:
+        """How many lines the server has printed so far containing ``text``."""
+        return sum(text in line for line in list(self.lines))
 
 
 @contextmanager
@@ -64,9 +76,11 @@ def served_app(app: Path, args: Sequence[str], *, name: str | None = None) -> It
         env.pop(proxy, None)
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
+    served = None
     try:
         _wait_listening(process, port, timeout=60)
-        yield Served(f"http://127.0.0.1:{port}/{name or app.stem}", process)
+        served = Served(f"http://127.0.0.1:{port}/{name or app.stem}", process)
+        yield served
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -75,6 +89,8 @@ def served_app(app: Path, args: Sequence[str], *, name: str | None = None) -> It
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+        if served is not None:
+            served._reader.join(timeout=10)
         process.stdout.close()
 
 

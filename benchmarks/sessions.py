@@ -120,6 +120,7 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                  ) -> dict[str, Any]:
     """One server, one real page and lightweight sessions, on a 1,000-node load; per session count."""
     from rdzv.rendezvous_settings import RendezvousSettings
+    from rdzv.ui.app import LOST_PUSH_WARNING
 
     from .load import ChildLoad
     from .serving import (DASHBOARD_APP, LightSessions, chromium, lags, open_page, served_app, shown_lags, take_seen,
@@ -155,7 +156,8 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                     phases.append({"sessions": count, "seen": seen, "cpu_cores": cores, "browser_cores": browser_cores,
                                    "server_waited_for_cpu_s_per_s": waited,
                                    "rss_mb": rss_mb(served.pid),
-                                   "open_s": open_s, "light": len(light), "patches_per_light_session_per_s": pushed})
+                                   "open_s": open_s, "light": len(light), "patches_per_light_session_per_s": pushed,
+                                   "lost_pushes_so_far": served.count(LOST_PUSH_WARNING.split("%")[0])})
                     bench.log(f"  {count} sessions: server {cores or 0:.2f} cores, {phases[-1]['rss_mb'] or 0:.0f} "
                               f"MB; {len(seen)} revisions reached the page in {window:g} s (opening took "
                               f"{open_s:.1f} s)")
@@ -258,7 +260,8 @@ def run(bench: Bench) -> dict:
                              f"{phase['browser_cores'] or 0:.2f} cores; the server waited for a CPU "
                              f"{phase['server_waited_for_cpu_s_per_s'] or 0:.2f} s a second"))
         rows.append(row(f"dashboard server memory, {what}", "MB", phase["rss_mb"] or 0.0,
-                        note=f"opening the sessions took {phase['open_s']:.1f} s"))
+                        note=f"opening the sessions took {phase['open_s']:.1f} s; pushes lost so far (the server's "
+                             f"warning: a refresh shown by the clock instead): {phase['lost_pushes_so_far']}"))
         breakdown.append({"sessions": n, "revisions_at_page": len(phase["lag_of_revisions_shown_s"]),
                           "lag_p50_ms": _ms(p50), "lag_p99_ms": _ms(p99),
                           "server_cores": phase["cpu_cores"],
@@ -266,7 +269,7 @@ def run(bench: Bench) -> dict:
                           "browser_cores": phase["browser_cores"],
                           "server_rss_mb": phase["rss_mb"],
                           "pushes_per_light_session_s": phase["patches_per_light_session_per_s"],
-                          "open_s": phase["open_s"]})
+                          "open_s": phase["open_s"], "lost_pushes_so_far": phase["lost_pushes_so_far"]})
     quiet = crowd["quiet"]
     rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet: the first {window:g} s",
                     "cores", quiet["cpu_cores"] or 0.0,

@@ -1,11 +1,14 @@
 """A served page is told of each change by the monitor (pushed to its session's document): no
-periodic poll of the monitor runs, a change reaches Chromium, and a closed page's session lets go
-of the monitor."""
+periodic poll of the monitor runs, a change reaches Chromium in one message, and a closed page's
+session lets go of the monitor."""
 
 from __future__ import annotations
 
+import gc
+import json
 import threading
 import time
+import weakref
 
 import pytest
 from conftest import free_port
@@ -41,6 +44,9 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
         with etcd_server.kv(api="v3") as kv:
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0}))
             tab = context.new_page()
+            frames: list[str] = []
+            tab.on("websocket", lambda socket: socket.on(
+                "framereceived", lambda payload: frames.append(payload if isinstance(payload, str) else "")))
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -66,6 +72,11 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
             assert schedulers and runners and set(schedulers) == set(runners), (schedulers, runners)
+            # One change, one message: what it changed (the runs table, the nodes, the event log...)
+            # reaches the page together, not as one message per changed property.
+            carrying = next(frame for frame in frames if "pushed-b" in frame)
+            changed_models = {event["model"]["id"] for event in json.loads(carrying)["events"] if "model" in event}
+            assert len(changed_models) >= 3, f"the change's first message changed only {changed_models}"
             # A push that never runs (its scheduled refresh lost) costs the page a few seconds, not
             # every later change: the session's clock shows the change, and pushes resume.
             board._push_pending_since = time.monotonic() - 60
@@ -78,6 +89,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             assert board.pushes > pushes
             subscribers = len(monitor._subscribers)
             assert len(board._document.session_callbacks) == 1  # the clock's
+            closed_board = weakref.ref(board)
             context.close()
             deadline = time.monotonic() + 60
             while board._unsubscribe is not None:  # the session is destroyed: its subscription goes
@@ -87,6 +99,18 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             ticked = board._last_tick
             time.sleep(3 * TICK_SECONDS)
             assert board._last_tick == ticked, "the closed page's clock kept ticking"
+            # ... nor its memory: once the test lets go of it, the dashboard and its views are freed
+            # (Panel keeps the last document it served in a context variable until the next one).
+            del board, pushed, add_next_tick_callback
+            boards.clear()
+            locals()  # re-syncs this frame's locals snapshot (taken by tools that inspect frames) without them
+            deadline = time.monotonic() + 60
+            while closed_board() is not None:
+                assert time.monotonic() < deadline, (
+                    "the closed page's dashboard is still referenced by: "
+                    f"{[type(holder).__name__ for holder in gc.get_referrers(closed_board())]}")
+                gc.collect()
+                time.sleep(0.2)
             kv.delete(layout.state_key("job"))
     finally:
         server.stop()

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -251,13 +252,20 @@ def shown_lags(seen: Sequence[tuple[int, float]], written: dict[int, float]) -> 
 
 # -- lightweight sessions ---------------------------------------------------------------------
 
+DOCUMENT_READY = {"kind": "MessageSent", "msg_type": "bokeh_event",
+                  "msg_data": {"type": "event", "name": "document_ready", "values": {"type": "map"}}}
+"""The event BokehJS sends once a page has rendered its document (as Chromium sends it)."""
+
+
 class LightSessions:
     """Dashboard sessions over Bokeh's own websocket protocol, without a browser.
 
     Each session is created as a browser's is, by GETting the page (the server builds its
     document), then connects the page's websocket with the session token from that page, pulls
-    the document (``PULL-DOC-REQ``) and reads every message the server pushes, counting them.
-    All sessions share one event-loop thread. :meth:`close` closes them all.
+    the document (``PULL-DOC-REQ``), says the document is ready (BokehJS's ``document_ready``
+    event, after which Panel counts the session as connected and updates it as it does a
+    browser's) and reads every message the server pushes, counting them. All sessions share one
+    event-loop thread. :meth:`close` closes them all.
     """
 
     def __init__(self, url: str) -> None:
@@ -305,6 +313,9 @@ class LightSessions:
         for fragment in (request_message.header_json, request_message.metadata_json, request_message.content_json):
             await socket_.write_message(fragment)
         await asyncio.wait_for(pulled, 60)
+        for fragment in (json.dumps({"msgid": uuid.uuid4().hex.upper(), "msgtype": "PATCH-DOC"}), "{}",
+                         json.dumps({"events": [DOCUMENT_READY]})):
+            await socket_.write_message(fragment)
 
     async def _read(self, socket_: Any, index: int, waiting: dict[str, asyncio.Future]) -> None:
         while True:

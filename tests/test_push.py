@@ -100,7 +100,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             time.sleep(3 * TICK_SECONDS)
             assert board._last_tick == ticked, "the closed page's clock kept ticking"
             # ... nor its memory: once the test lets go of it, the dashboard and its views are freed
-            # (Panel keeps the last document it served in a context variable until the next one).
+            # (not the document: a context variable of Panel's, a contextvars mapping, still held it here).
             del board, pushed, add_next_tick_callback
             boards.clear()
             locals()  # re-syncs this frame's locals snapshot (taken by tools that inspect frames) without them

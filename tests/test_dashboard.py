@@ -328,7 +328,7 @@ def test_bad_arguments_show_one_sentence(serve, page):
 
 @pytest.mark.browser
 @pytest.mark.timeout(180)
-def test_demo_mode_comes_alive(serve, page):
+def test_demo_mode_comes_alive(serve, page, tmp_path):
     from playwright.sync_api import expect
 
     dashboard = serve([], env={"RDZV_ENDPOINT": ""})
@@ -336,4 +336,4 @@ def test_demo_mode_comes_alive(serve, page):
     expect(page.get_by_text("demo", exact=True).first).to_be_visible(timeout=60_000)
     expect(page.get_by_text("participant", exact=True).first).to_be_visible(timeout=90_000)
     expect(page.get_by_text(re.compile(r"^node-\d+$")).first).to_be_visible(timeout=WAIT_MS)
-    page.screenshot(path="/tmp/dashboard.png", full_page=True)
+    page.screenshot(path=tmp_path / "dashboard.png", full_page=True)  # kept with pytest's tmp dirs, for a look

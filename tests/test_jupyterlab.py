@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -179,7 +180,11 @@ class JupyterLab:
     def shut_down_kernels(self) -> None:
         """Shut down every kernel of the server (through its REST API) and wait for their processes to end."""
         for kernel in self.api("kernels"):
-            self.api(f"kernels/{kernel['id']}", method="DELETE")
+            try:
+                self.api(f"kernels/{kernel['id']}", method="DELETE")
+            except urllib.error.HTTPError as error:
+                if error.code != 404:  # 404: it ended between the listing and the shutdown
+                    raise
         wait_until(self.processes, lambda found: not found, timeout=30)
 
     def etcds(self) -> dict[int, str]:
@@ -343,7 +348,7 @@ def run_last(page, panel) -> None:
         page.keyboard.press("Shift+Enter")
         try:
             page.wait_for_function("prompt => prompt.textContent.trim() !== '[ ]:'",
-                                   arg=last.locator(".jp-InputPrompt").element_handle(), timeout=3000)
+                                   arg=last.locator(".jp-InputPrompt").element_handle(), timeout=10_000)
             break
         except PlaywrightTimeout:
             continue

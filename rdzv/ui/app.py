@@ -192,7 +192,7 @@ class Dashboard(Viewer):
         try:
             loop.add_callback(self._schedule_refresh)
         except Exception:  # the server's loop is closed: nothing to push to
-            self._push_pending_since = None
+            self._clear_pending()
             self.stop()
 
     def _schedule_refresh(self) -> None:
@@ -204,12 +204,15 @@ class Dashboard(Viewer):
                 return
             except Exception:  # the session is gone: nothing to push to
                 self.stop()
+        self._clear_pending()
+
+    def _clear_pending(self) -> None:
+        """No refresh is waiting to run: the next change schedules one."""
         with self._push_lock:
             self._push_pending_since = None
 
     def _pushed(self) -> None:
-        with self._push_lock:
-            self._push_pending_since = None  # changes arriving from now on schedule another refresh
+        self._clear_pending()  # changes arriving from now on schedule another refresh
         self.pushes += 1
         with self._one_message():
             self.refresh()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import threading
 import time
 import weakref
@@ -13,32 +14,67 @@ import weakref
 import pytest
 from conftest import free_port
 from rendezvous_helpers import torch_state_b64
+from waiting import wait_for
 
 from rdzv.kv import KeyLayout
 from rdzv.monitor import get_monitor
 
 
+class Served:
+    """Dashboards of one monitor served by ``pn.serve`` in this process (so a test can look at
+    each session's Dashboard: ``boards``, newest last), and where a page opens them."""
+
+    def __init__(self, etcd_server, unique: str) -> None:
+        import panel as pn
+
+        from rdzv.ui.app import Dashboard
+
+        self.layout = KeyLayout(f"/{unique}")
+        self.monitor = get_monitor(etcd_server.get_endpoint(), self.layout.prefix, api="v3")
+        self.boards: list[Dashboard] = []
+
+        def page():
+            self.boards.append(Dashboard(monitor=self.monitor, run_id="job", poll_ms=10_000))
+            return self.boards[-1]
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/dashboard"
+        self.server = pn.serve({"dashboard": page}, port=port, address="127.0.0.1", show=False, threaded=True,
+                               websocket_origin=[f"127.0.0.1:{port}"], check_unused_sessions_milliseconds=300,
+                               unused_session_lifetime_milliseconds=300)
+
+    def open(self, tab) -> None:
+        """Load the dashboard in ``tab`` (retrying while the server starts)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                tab.goto(self.url)
+                return
+            except Exception:
+                assert time.monotonic() < deadline, "the server did not answer"
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.monitor.stop()
+
+
+@pytest.fixture
+def served(etcd_server, unique):
+    served = Served(etcd_server, unique)
+    yield served
+    served.stop()
+
+
 @pytest.mark.browser
 @pytest.mark.timeout(180)
-def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, unique, browser):
-    import panel as pn
+def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, served, browser):
     from browser_helpers import WAIT_MS
     from playwright.sync_api import expect
 
-    from rdzv.ui.app import TICK_SECONDS, Dashboard
+    from rdzv.ui.app import TICK_SECONDS
 
-    layout = KeyLayout(f"/{unique}")
-    monitor = get_monitor(etcd_server.get_endpoint(), layout.prefix, api="v3")
-    boards: list[Dashboard] = []
-
-    def page():
-        boards.append(Dashboard(monitor=monitor, run_id="job", poll_ms=10_000))
-        return boards[-1]
-
-    port = free_port()
-    server = pn.serve({"dashboard": page}, port=port, address="127.0.0.1", show=False, threaded=True,
-                      websocket_origin=[f"127.0.0.1:{port}"], check_unused_sessions_milliseconds=300,
-                      unused_session_lifetime_milliseconds=300)
+    layout, monitor, boards = served.layout, served.monitor, served.boards
     context = browser.new_context()
     try:
         with etcd_server.kv(api="v3") as kv:
@@ -47,16 +83,12 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
             frames: list[str] = []
             tab.on("websocket", lambda socket: socket.on(
                 "framereceived", lambda payload: frames.append(payload if isinstance(payload, str) else "")))
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    tab.goto(f"http://127.0.0.1:{port}/dashboard")
-                    break
-                except Exception:
-                    assert time.monotonic() < deadline, "the server did not answer"
-                    time.sleep(0.2)
+            served.open(tab)
             expect(tab.get_by_text("pushed-a", exact=True).first).to_be_visible(timeout=WAIT_MS)
             board = boards[-1]
+            # Changes go out as one message once the page has said it rendered (until then, see
+            # the next test).
+            wait_for(lambda: board._page_ready, "the page's document_ready reaching the server")
             # Push mode: subscribed to the monitor; the only periodic callback moves the clocks.
             assert board._unsubscribe is not None and board._callback.period == 1000
             # The monitor's thread never touches the session's document: the refresh is scheduled
@@ -113,5 +145,49 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, u
                 time.sleep(0.2)
             kv.delete(layout.state_key("job"))
     finally:
-        server.stop()
-        monitor.stop()
+        context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_change_reaches_a_page_that_has_not_yet_said_it_rendered(etcd_server, served, browser):
+    """Between pulling its document and saying it rendered (BokehJS's ``document_ready``), a
+    page is one Panel counts as not connected; a change made then must still reach it (Panel's
+    hold drops such changes, expecting to send the whole document on connection)."""
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+
+    held: list[str | bytes] = []
+    to_forward = [-1]  # frames of the page's messages still to pass (Bokeh's: header, metadata, content)
+
+    def route(socket) -> None:
+        # Forward the page's messages until its request for the document has gone; hold the
+        # rest (its document_ready among them), as a slow page's would be.
+        server = socket.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            if to_forward[0] == 0:
+                held.append(message)
+                return
+            server.send(message)
+            if isinstance(message, str) and '"PULL-DOC-REQ"' in message:
+                to_forward[0] = 2
+            elif to_forward[0] > 0:
+                to_forward[0] -= 1
+        socket.on_message(from_page)
+
+    context = browser.new_context()
+    try:
+        with etcd_server.kv(api="v3") as kv:
+            kv.put(served.layout.state_key("job"), torch_state_b64({("early-a", 1, 0): 0}))
+            tab = context.new_page()
+            tab.route_web_socket(re.compile(r".*/ws$"), route)
+            served.open(tab)
+            expect(tab.get_by_text("early-a", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            ready = [message for message in held if isinstance(message, str) and "document_ready" in message]
+            assert ready, "the page's document_ready was not held back"
+            kv.put(served.layout.state_key("job"), torch_state_b64({("early-a", 1, 0): 0, ("early-b", 2, 0): 1}))
+            expect(tab.get_by_text("early-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert served.boards[-1].pushes, "the change was not pushed"
+    finally:
+        context.close()

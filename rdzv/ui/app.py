@@ -3,6 +3,7 @@ the session's document), or polling it where there is no served session (noteboo
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import threading
@@ -15,6 +16,7 @@ import param
 from panel.viewable import Viewer
 
 from ..rendezvous_settings import RendezvousSettings
+from ..text import utc_now
 from .close_run import CloseRunAction
 from .connection_banner import ConnectionBanner
 from .export import HistoryExport
@@ -23,7 +25,6 @@ from .participants import ParticipantsView
 from .round_card import RoundCard
 from .store_browser import StoreBrowser
 from .style import STYLESHEET
-from ..text import utc_now
 from .time_travel import TimeTravelBar
 from .timeline import TimelineView
 from .whats_happening import WhatsHappening
@@ -91,6 +92,7 @@ class Dashboard(Viewer):
         self._layout = None
         self._document = None  # the served session's Bokeh document, when changes are pushed
         self._io_loop = None  # the Tornado loop that runs the session's callbacks
+        self._page_ready = False  # the session's page has said it rendered (Panel's onload ran)
         self._unsubscribe: Callable[[], None] | None = None
         self._push_lock = threading.Lock()
         self._push_pending_since: float | None = None  # when the refresh waiting to run was scheduled
@@ -173,6 +175,7 @@ class Dashboard(Viewer):
     def _page_loaded(self) -> None:
         """Panel's onload: the session's page is ready (what was sent before it loaded arrived as
         its initial state)."""
+        self._page_ready = True
         for view in self.views:
             view.page_loaded()
 
@@ -221,8 +224,14 @@ class Dashboard(Viewer):
         """On the server's loop, with the session's document locked: what the views change
         inside reaches the page as one message (Panel's hold) instead of one per changed
         property, each of which costs Bokeh a pass over every model of the document. Safe
-        because no other thread touches the document (see :meth:`_changed`)."""
-        return pn.io.hold(self._document)
+        because no other thread touches the document (see :meth:`_changed`).
+
+        Only once the page has said it rendered: until then Panel counts the session as not
+        connected and a hold *drops* the model changes made inside it (expecting the whole
+        document to be sent on connection), but the page pulled its document before saying so:
+        it would miss those changes, and its tables, which later changes only patch, would stay
+        wrong. Until then each change goes out as Bokeh sends it, one message per property."""
+        return pn.io.hold(self._document) if self._page_ready else contextlib.nullcontext()
 
     def _each_second(self) -> None:
         """The served session's clock. Also a guard: if the monitor moved and the refresh

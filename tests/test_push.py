@@ -116,8 +116,22 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-c", 3, 0): 1}))
             expect(tab.get_by_text("pushed-c", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.lost_pushes == 1 and board.pushes == pushes
+            # Someone typing in the page keeps the keyboard while the tables redraw (a redraw
+            # re-applies a table's selection, and the grid would take the focus).
+            typing = tab.get_by_placeholder("Filter keys and values…")
+            typing.focus()
+            expect(typing).to_be_focused()
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-d", 4, 0): 1}))
             expect(tab.get_by_text("pushed-d", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            expect(typing).to_be_focused()
+            # A click on a run's row selects that run, shown in bold; the table keeps no selection
+            # of its own (which every redraw would re-apply, taking the keyboard).
+            kv.put(layout.state_key("other"), torch_state_b64({("other-a", 5, 0): 0}))
+            tab.get_by_text("other", exact=True).first.click()
+            wait_for(lambda: board.run_id == "other", "the clicked run becoming the selected one")
+            expect(tab.get_by_text("other-a", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert board.fleet.source.data["weight"] == ["normal", "bold"]
+            assert board.fleet.source.selected.indices == []
             assert board.pushes > pushes
             subscribers = len(monitor._subscribers)
             assert len(board._document.session_callbacks) == 1  # the clock's
@@ -144,6 +158,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
                 gc.collect()
                 time.sleep(0.2)
             kv.delete(layout.state_key("job"))
+            kv.delete(layout.state_key("other"))
     finally:
         context.close()
 

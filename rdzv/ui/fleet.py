@@ -39,7 +39,10 @@ STATE_COLORS = {
 class FleetView(MonitorView):
     """The table of every run, sorted by run id.
 
-    ``selected`` follows the row the user clicks; setting it highlights that row.
+    ``selected`` follows the row the user clicks; the selected run's row is in bold. The table
+    keeps no selection of its own once a click is taken: BokehJS re-applies a table's selection
+    on every redraw and SlickGrid then takes the keyboard, from whoever is typing (an input of
+    the page, a notebook cell below the dashboard).
     """
 
     selected = param.String(default=None, allow_None=True, doc="The run id of the selected row.")
@@ -48,8 +51,9 @@ class FleetView(MonitorView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color"]})
-        self.table = text_table(self.source, COLUMNS, color_field="color", selectable=True, multi_selectable=False,
+        self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color", "weight"]})
+        self.table = text_table(self.source, COLUMNS, color_field="color", font_style_field="weight",
+                                selectable=True, multi_selectable=False,
                                 formatters={"changed_ms": age_formatter("changed_ms", "color", as_of_field=None),
                                             "finding": marked_text_formatter("finding", "color")})
         self.clock = PageClock(self.table)
@@ -73,10 +77,10 @@ class FleetView(MonitorView):
             "finding": self._headlines(now),
             "changed_ms": [epoch_ms(run.updated_at) for run in runs],
             "color": [STATE_COLORS[state] for state in states],
+            "weight": self._weights(),
         }
         sync_source(self.source, columns, key="run_id")
         fit_height(self.table, 2, 8)
-        self._show_selection()
 
     def page_loaded(self) -> None:
         self.clock.restart()
@@ -91,14 +95,16 @@ class FleetView(MonitorView):
         found = (headline(self.monitor.diagnose(run_id, self.settings, now)) for run_id in self._run_ids)
         return [finding.marked[0] if finding is not None else "" for finding in found]
 
+    def _weights(self) -> list[str]:
+        return ["bold" if run_id == self.selected else "normal" for run_id in self._run_ids]
+
     @param.depends("selected", watch=True)
     def _show_selection(self) -> None:
-        run_ids = self.source.data["run_id"]
-        indices = [run_ids.index(self.selected)] if self.selected in run_ids else []
-        if self.source.selected.indices != indices:
-            self.source.selected.indices = indices
+        patch_column(self.source, "weight", self._weights())
 
     def _on_select(self, _attr: str, _old: list[int], new: list[int]) -> None:
         run_ids = self.source.data["run_id"]
         if new and new[0] < len(run_ids):
             self.selected = run_ids[new[0]]
+        if new:
+            self.source.selected.indices = []

@@ -14,21 +14,38 @@ from bokeh.models import CellFormatter, ColumnDataSource, CustomJS, DataTable, S
 HEADER_HEIGHT = 30
 ROW_HEIGHT = 26
 
+KEEP_FOCUS_JS = """
+// Until the change being applied is done (a microtask later), focus() does nothing.
+if (!window.rdzv_focus_held) {
+  const focus = HTMLElement.prototype.focus;
+  window.rdzv_focus_held = true;
+  HTMLElement.prototype.focus = function () {};
+  queueMicrotask(() => { HTMLElement.prototype.focus = focus; window.rdzv_focus_held = false; });
+}
+if (redraw) view.change.emit();
+"""
+"""A table's change callback (``redraw``: also redraw it): no element takes the keyboard while
+the change is applied (BokehJS re-applies a table's selection on each redraw, and SlickGrid
+then focuses the grid, taking the keys from whoever was typing: an input, a notebook cell,
+which JupyterLab would then leave for the dashboard's cell)."""
+
 Column = tuple[str, str, int]
 """``(field, title, width in pixels)`` of one table column."""
 
 
 def text_table(
     source: ColumnDataSource, columns: Sequence[Column], *, color_field: str | None = None,
-    formatters: Mapping[str, CellFormatter] | None = None, **options
+    font_style_field: str | None = None, formatters: Mapping[str, CellFormatter] | None = None, **options
 ) -> DataTable:
     """A non-editable DataTable over ``source`` showing ``columns`` as plain text.
 
-    ``color_field`` names a source column holding each row's text color; ``formatters`` gives
+    ``color_field`` names a source column holding each row's text color, ``font_style_field``
+    one holding its font style (``"bold"``, ``"normal"``...); ``formatters`` gives
     the columns (by field) that show something other than their value's text (their formatter
     must never put text from the state into markup).
     """
-    formatter = StringFormatter(text_color=color_field) if color_field else StringFormatter()
+    formatter = StringFormatter(**{name: field for name, field in (("text_color", color_field),
+                                                                   ("font_style", font_style_field)) if field})
     formatters = formatters or {}
     table = DataTable(
         source=source,
@@ -43,10 +60,11 @@ def text_table(
     )
     # BokehJS 3.9 redraws a DataTable when its number of rows changes, but not when cells are
     # patched or the data is replaced by as many rows; nudging the table's view redraws it
-    # (in the browser only, nothing more is sent).
-    redraw = CustomJS(args={"view": table.view}, code="view.change.emit()")
+    # (in the browser only, nothing more is sent); no redraw takes the keyboard (KEEP_FOCUS_JS).
+    redraw = CustomJS(args={"view": table.view, "redraw": True}, code=KEEP_FOCUS_JS)
     source.js_on_change("patching", redraw)
     source.js_on_change("data", redraw)
+    source.js_on_change("streaming", CustomJS(args={"view": table.view, "redraw": False}, code=KEEP_FOCUS_JS))
     return table
 
 

@@ -206,3 +206,76 @@ def test_a_change_reaches_a_page_that_has_not_yet_said_it_rendered(etcd_server, 
             assert served.boards[-1].pushes, "the change was not pushed"
     finally:
         context.close()
+
+
+ROW_IN_VIEW_JS = """(viewport, text) => viewport.isConnected && [...viewport.querySelectorAll('.slick-row')].some((row) => {
+  const shown = row.getBoundingClientRect(), port = viewport.getBoundingClientRect();
+  return row.firstElementChild.textContent.trim() === text && shown.top >= port.top - 1 && shown.bottom <= port.bottom + 1;
+})"""
+"""Whether the row of the grid ``viewport`` whose first cell reads ``text`` is inside it (a grid
+also renders a few rows beyond its scrolled view, which count as visible for Playwright)."""
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_the_selected_run_is_scrolled_into_view_and_a_user_scroll_is_kept(etcd_server, served, browser):
+    """The runs table shows 8 rows; a page opened on the last of 13 runs shows it, and the page
+    stays where its user scrolled while runs change, until another run is selected or BokehJS
+    draws the table anew (it does when the number of rows changes, from the top)."""
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+
+    layout = served.layout
+    others = [f"a-{number:02d}" for number in range(12)]  # sorted before "job"
+    context = browser.new_context()
+    try:
+        with etcd_server.kv(api="v3") as kv:
+            for number, run_id in enumerate(others):
+                kv.put(layout.state_key(run_id), torch_state_b64({(f"node-{number}", 1, 0): 0}))
+            kv.put(layout.state_key("job"), torch_state_b64({("job-a", 1, 0): 0}))
+            wait_for(lambda: len(served.monitor.runs()) == 13, "the monitor seeing the 13 runs")
+            tab = context.new_page()
+            page_errors: list[str] = []
+            tab.on("pageerror", lambda error: page_errors.append(str(error)))
+            served.open(tab)
+            runs = tab.locator(".rdzv-runs .slick-viewport-top.slick-viewport-left")
+            expect(runs).to_be_visible(timeout=WAIT_MS)
+
+            def in_view(text: str) -> None:
+                deadline = time.monotonic() + WAIT_MS / 1000
+                while not runs.evaluate(ROW_IN_VIEW_JS, text):
+                    assert time.monotonic() < deadline, f"the runs table does not show {text!r}"
+                    tab.wait_for_timeout(100)
+
+            def scrolled_by_user_after_page_turn() -> int:
+                tab.evaluate("() => new Promise((resolve) => setTimeout(resolve, 0))")  # the scroll's turn
+                return runs.evaluate("(viewport) => viewport.scrollTop")
+
+            in_view("job")
+            board = served.boards[-1]
+            assert board.fleet.source.data["weight"][-1] == "bold"
+            runs.evaluate("(viewport) => { viewport.scrollTop = 0; }")
+            in_view("a-00")
+            # A change of a shown run leaves the user's place as it was ...
+            kv.put(layout.state_key("a-00"), torch_state_b64({("node-0", 1, 0): 0, ("node-0b", 2, 0): 1}))
+            expect(tab.locator(".slick-row").filter(has_text="a-00").first).to_contain_text(
+                re.compile(r"a-00\s*v3\s*0\s*2"), timeout=WAIT_MS)
+            assert scrolled_by_user_after_page_turn() == 0
+            # ... and so does a click, which selects a run in view ...
+            tab.locator(".slick-row").filter(has_text="a-01").first.click()
+            wait_for(lambda: board.run_id == "a-01", "the clicked run a-01 becoming the selected one")
+            assert scrolled_by_user_after_page_turn() == 0
+            # ... while a run selected by the program (as a notebook's cell would) is brought into view,
+            board._document.add_next_tick_callback(lambda: setattr(board, "run_id", "job"))
+            in_view("job")
+            # and so is the selected run when a new run makes BokehJS draw a new grid from the top.
+            runs.evaluate("(viewport) => { viewport.scrollTop = 0; }")
+            in_view("a-00")
+            kv.put(layout.state_key("a-12"), torch_state_b64({("node-12", 1, 0): 0}))
+            in_view("job")
+            assert "a-12" in board.fleet.source.data["run_id"]
+            assert page_errors == []
+            for run_id in [*others, "a-12", "job"]:
+                kv.delete(layout.state_key(run_id))
+    finally:
+        context.close()

@@ -13,7 +13,7 @@ from ..rendezvous_settings import RendezvousSettings
 from .base import MonitorView, section
 from .browser_clock import PageClock, age_formatter, epoch_ms, marked_text_formatter
 from .sync import patch_column, sync_source
-from .tables import fit_height, text_table
+from .tables import fit_height, show_marked_row, text_table
 from ..text import run_state
 
 COLUMNS = [
@@ -39,8 +39,9 @@ STATE_COLORS = {
 class FleetView(MonitorView):
     """The table of every run, sorted by run id.
 
-    ``selected`` follows the row the user clicks; the selected run's row is in bold. The table
-    keeps no selection of its own once a click is taken: BokehJS re-applies a table's selection
+    ``selected`` follows the row the user clicks; the selected run's row is in bold, and
+    scrolled into view when it becomes the selected one. The table keeps no selection of its own
+    once a click is taken: BokehJS re-applies a table's selection
     on every redraw and SlickGrid then takes the keyboard, from whoever is typing (an input of
     the page, a notebook cell below the dashboard).
     """
@@ -53,10 +54,11 @@ class FleetView(MonitorView):
         super().__init__(**params)
         self.source = ColumnDataSource({name: [] for name in [field for field, _, _ in COLUMNS] + ["color", "weight"]})
         self.table = text_table(self.source, COLUMNS, color_field="color", font_style_field="weight",
-                                selectable=True, multi_selectable=False,
+                                selectable=True, multi_selectable=False, css_classes=["rdzv-runs"],
                                 formatters={"changed_ms": age_formatter("changed_ms", "color", as_of_field=None),
                                             "finding": marked_text_formatter("finding", "color")})
         self.clock = PageClock(self.table)
+        show_marked_row(self.table, "run_id", "weight", "bold")
         self._run_ids: list[str] = []
         self.source.selected.on_change("indices", self._on_select)
 

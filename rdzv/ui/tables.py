@@ -68,6 +68,42 @@ def text_table(
     return table
 
 
+SHOW_MARKED_ROW_JS = """
+// Once the change being applied has reached the grid, each grid showing the table scrolls the
+// marked row into view if it is another row than the one it last showed (BokehJS makes a new
+// grid, scrolled to the top, when the number of rows changes).
+setTimeout(() => {
+  const data = source.data, at = Array.from(data[field] || []).indexOf(mark);
+  const key = at < 0 ? null : data[key_field][at];
+  for (const view of window.Bokeh ? Bokeh.index.find(table) : []) {
+    const grid = view.grid;
+    if (grid == null || view.data == null || grid.rdzv_marked_shown === key) continue;
+    const row = at < 0 ? -1 : view.data.index.indexOf(at);
+    if (row >= 0) grid.scrollRowIntoView(row, false);
+    grid.rdzv_marked_shown = key;
+  }
+});
+"""
+
+
+def show_marked_row(table: DataTable, key_field: str, field: str, mark: object) -> None:
+    """Scroll ``table`` so that the row whose ``field`` is ``mark`` (the selected run's, say) is
+    in view, on each page, once: when the page first hears of the table (a change of its
+    ``tags``, which is how :class:`.browser_clock.PageClock` tells a page its clock, first when it
+    loads), and whenever the marked row becomes another one (told apart by ``key_field``) or
+    the page redraws the table anew (BokehJS does when the number of rows changes, and starts
+    it at the top). A user who scrolls away keeps the place while rows change otherwise.
+
+    BokehJS scrolls to a table's own selection, but a table holding a selection takes the
+    keyboard on every redraw (see :data:`KEEP_FOCUS_JS`); a marked row stands in for it.
+    """
+    show = CustomJS(args={"table": table, "source": table.source, "key_field": key_field, "field": field,
+                          "mark": mark}, code=SHOW_MARKED_ROW_JS)
+    table.source.js_on_change("patching", show)
+    table.source.js_on_change("data", show)
+    table.js_on_change("tags", show)
+
+
 def fit_height(table: DataTable, min_rows: int, max_rows: int) -> None:
     """Size ``table`` to its rows, between ``min_rows`` and ``max_rows`` (then it scrolls)."""
     rows = min(max(len(table.source.data[table.columns[0].field]), min_rows), max_rows)

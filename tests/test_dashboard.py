@@ -260,6 +260,11 @@ def test_html_in_node_names_and_store_values_stays_text(etcd_server, unique, ser
         page.goto(dashboard.url)
         expect(page.get_by_text(HOSTILE_ADDR, exact=True)).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text(store_key, exact=True)).to_be_visible(timeout=WAIT_MS)
+        # The event log's sentence naming it is text too, and whole in its tooltip (the column cuts it).
+        joined = page.locator("span[title]").filter(has_text=f"Node {HOSTILE_ADDR}_66_0 joined").first
+        expect(joined).to_be_visible(timeout=WAIT_MS)
+        assert joined.get_attribute("title") == joined.inner_text()
+        assert joined.inner_text().startswith(f"Node {HOSTILE_ADDR}_66_0 joined the participants")
         page.get_by_text(store_key, exact=True).click()
         expect(page.get_by_text("<script>alert(3)</script>", exact=True)).to_have_count(2, timeout=WAIT_MS)
         page.wait_for_timeout(1000)  # a dialog, if any, would have fired by now

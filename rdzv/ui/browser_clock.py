@@ -129,13 +129,14 @@ def age_formatter(moment_field: str, color_field: str, as_of_field: str | None =
     return HTMLTemplateFormatter(template=template)
 
 
-def marked_text_formatter(text_field: str, color_field: str) -> HTMLTemplateFormatter:
+def marked_text_formatter(text_field: str, color_field: str | None = None) -> HTMLTemplateFormatter:
     """A cell showing the row's ``text_field``, whose time marks (:mod:`rdzv.time_marks`) read
-    at the page's corrected clock, in the row's ``color_field``, the whole text also its tooltip
-    (a long sentence is cut at the column's edge). The text is escaped in the page
-    (:data:`EXPAND_MARKS_HTML_JS`, quotes too): a node name in it shows as its characters,
-    never as markup."""
-    template = (f"<%= (function (text) {{ return '<span style=\"color: ' + {color_field} + '\" title=\"' + text + "
+    at the page's corrected clock, in the row's ``color_field`` (None: the table's color), the
+    whole text also its tooltip (a long sentence is cut at the column's edge). The text is
+    escaped in the page (:data:`EXPAND_MARKS_HTML_JS`, quotes too): a node name in it shows as
+    its characters, never as markup."""
+    style = f"' style=\"color: ' + {color_field} + '\"'" if color_field else "''"
+    template = (f"<%= (function (text) {{ return '<span' + {style} + ' title=\"' + text + "
                 f"'\">' + text + '</span>'; }})(({EXPAND_MARKS_HTML_JS})({text_field}, {_PAGE_CLOCK_JS})) %>")
     return HTMLTemplateFormatter(template=template)
 

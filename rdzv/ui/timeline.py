@@ -31,7 +31,7 @@ from bokeh.plotting import figure
 
 from ..monitor import change_sentences, revision_kind, revision_time
 from .base import RunScopedView, section
-from .browser_clock import epoch_ms
+from .browser_clock import epoch_ms, marked_text_formatter
 from .tables import text_table
 
 POINT_STYLES = {  # kind -> (color, size)
@@ -94,7 +94,8 @@ class TimelineView(RunScopedView):
         self.figure.add_layout(self.as_of_line)
         self.source.selected.on_change("indices", self._on_tap)
         self.log_source = ColumnDataSource(empty_log())
-        self.log = text_table(self.log_source, LOG_COLUMNS, height=LOG_HEIGHT, sortable=False)
+        self.log = text_table(self.log_source, LOG_COLUMNS, height=LOG_HEIGHT, sortable=False,
+                              formatters={"change": marked_text_formatter("change")})
         self._shown_run: str | None = None
         self._last_revision: int | None = None
 

@@ -280,12 +280,18 @@ class LightSessions:
     def __len__(self) -> int:
         return len(self._sockets)
 
-    def open(self, count: int, timeout: float = 120) -> None:
+    def open(self, count: int, timeout: float = 300) -> None:
         """Open ``count`` more sessions, one after another (as people arrive); each has pulled its
-        document when this returns."""
+        document when this returns. Raises TimeoutError if one takes over ``timeout`` seconds."""
         for _ in range(count):
+            already_open = len(self)
             future = asyncio.run_coroutine_threadsafe(self._open_one(), self._loop)
-            future.result(timeout)
+            try:
+                future.result(timeout)
+            except TimeoutError:
+                future.cancel()
+                raise TimeoutError(f"opening a lightweight session took over {timeout:g} s with {already_open} "
+                                   "open (the server's loop saturated by them)") from None
 
     async def _open_one(self) -> None:
         from bokeh.protocol import Protocol

@@ -40,10 +40,10 @@ class FleetView(MonitorView):
     """The table of every run, sorted by run id.
 
     ``selected`` follows the row the user clicks; the selected run's row is in bold, and
-    scrolled into view when it becomes the selected one. The table keeps no selection of its own
-    once a click is taken: BokehJS re-applies a table's selection
-    on every redraw and SlickGrid then takes the keyboard, from whoever is typing (an input of
-    the page, a notebook cell below the dashboard).
+    scrolled into view when it becomes the selected one (:func:`.tables.show_marked_row`). The
+    table keeps no selection of its own once a click is taken: BokehJS re-applies a table's
+    selection on every redraw and SlickGrid then takes the keyboard, from whoever is typing (an
+    input of the page, a notebook cell below the dashboard).
     """
 
     selected = param.String(default=None, allow_None=True, doc="The run id of the selected row.")

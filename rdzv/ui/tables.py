@@ -1,5 +1,5 @@
 """Read-only Bokeh DataTables whose every cell is plain text (or, for a column given its own
-formatter, markup made of numbers only).
+formatter, markup that the page builds from numbers, or from text it escapes itself).
 
 Bokeh's ``StringFormatter`` puts the value into the cell as a text node, so a node
 address like ``<img src=x onerror=...>`` shows as those characters and never as markup.

@@ -105,7 +105,7 @@ def test_a_nodes_row_turns_stale_when_its_time_comes_and_travel_freezes_the_ages
         view = ParticipantsView(monitor=monitor, run_id="job")
         view.update(force=True)
         assert view.source.data["addr"] == ["host-a", "host-b"]
-        assert view.source.data[HEARTBEAT_FIELD] == [epoch_ms(beat) for beat in beats.values()]
+        assert list(view.source.data[HEARTBEAT_FIELD]) == [epoch_ms(beat) for beat in beats.values()]
         assert all(math.isnan(value) for value in view.source.data[AS_OF_FIELD])
         assert view.source.data["stale"] == ["", ""]
 
@@ -127,7 +127,7 @@ def test_a_nodes_row_turns_stale_when_its_time_comes_and_travel_freezes_the_ages
         monitor.wait_for_version(version, timeout=10)
         view.as_of = first
         entry = monitor.revision_at("job", first)
-        assert view.source.data[AS_OF_FIELD] == [epoch_ms(entry.seen_at)] * 2
+        assert list(view.source.data[AS_OF_FIELD]) == [epoch_ms(entry.seen_at)] * 2
         assert view.source.data["stale"] == ["", ""]  # neither was stale when that revision was seen
         columns = {name: list(view.source.data[name]) for name in view.source.data}
         view.tick(datetime.now(timezone.utc) + timedelta(hours=1))

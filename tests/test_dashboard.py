@@ -49,6 +49,9 @@ def wait_past(monitor, version: int) -> int:
 
 @pytest.mark.timeout(60)
 def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monitor):
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsStreamedEvent
+
     from rdzv.ui.fleet import FleetView
     from rdzv.ui.participants import ParticipantsView
     from rdzv.ui.timeline import TimelineView
@@ -92,7 +95,11 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert len(timeline.source.data["revision"]) == count_before + 1
 
     # A node joining after the others: streamed at the end, the table not replaced.
-    columns_before = {name: participants.source.data[name] for name in ("addr", "rank", "heartbeat_ms")}
+    columns_before = {name: participants.source.data[name] for name in ("addr", "rank")}
+    document = Document()
+    document.add_root(participants.source)
+    sent: list = []
+    document.callbacks.on_change(lambda event: sent.append(type(event)))
     three = {("host-a", 1, 0): 1, ("host-b", 2, 0): 0, ("host-c", 3, 0): 2}
     version = monitor.version
     kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1))
@@ -101,6 +108,8 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert participants.source.data["addr"] == ["host-b", "host-a", "host-c"]
     assert all(participants.source.data[name] is column for name, column in columns_before.items()), \
         "a node joining at the end must be streamed, not the table replaced"
+    assert ColumnsStreamedEvent in sent and ColumnDataChangedEvent not in sent, sent
+    assert len(participants.source.data["heartbeat_ms"]) == 3
 
     # The round reopens (ranks are not final): same rows, the rank cells patched in place.
     kv.put(run_key(prefix, "job"), torch_state_b64(three, round_=1, complete=False))
@@ -109,6 +118,7 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
     assert participants.source.data["rank"] == ["", "", ""]
     assert all(participants.source.data[name] is column for name, column in columns_before.items()), \
         "changed cells must be patched, not the table replaced"
+    assert ColumnDataChangedEvent not in sent, sent
     kv.close()
 
 
@@ -167,6 +177,80 @@ def test_sync_source_sends_only_what_changed():
     assert source.data["key"] == ["c", "a"]
 
 
+def test_sync_source_takes_arrays_and_rows_keyed_by_several_columns():
+    """Times go as float arrays (NaN, no time, equal to NaN); a row is known by several columns."""
+    import numpy as np
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource
+
+    from rdzv.ui.sync import sync_source
+
+    def columns(hosts, times):
+        return {"host": list(hosts), "pid": [1] * len(hosts), "ms": np.array(times, dtype=float)}
+
+    source = ColumnDataSource({"host": [], "pid": [], "ms": []})
+    key = ("host", "pid")
+    assert sync_source(source, columns("ab", [np.nan, 5.0]), key=key) == "streamed"
+    assert sync_source(source, columns("ab", [np.nan, 5.0]), key=key) == "unchanged"
+    assert sync_source(source, columns("ab", [np.nan, 6.0]), key=key) == "patched"
+    assert sync_source(source, columns("abc", [2.0, 6.0, np.nan]), key=key) == "streamed"
+    assert np.array_equal(source.data["ms"], [2.0, 6.0, np.nan], equal_nan=True)
+    shared = columns("ab", [1.0, 2.0])
+    assert sync_source(source, shared, key=key) == "replaced"
+    shared["ms"][0] = 9.0  # the source kept a copy of what it was given
+    assert source.data["ms"][0] == 1.0
+    document = Document()
+    document.add_root(source)
+    patches = []
+    document.callbacks.on_change(lambda event: patches.append(getattr(event, "patches", None)))
+    assert sync_source(source, columns("ab", [1.0, 3.0]), key=key) == "patched"
+    assert patches == [{"ms": [(1, 3.0)]}] and type(patches[0]["ms"][0][1]) is float  # a plain number
+
+
+def test_sources_taking_the_same_step_share_the_work_and_each_gets_every_change(monkeypatch):
+    """Sessions bring their own sources to the same shared columns: the step between two of them
+    is worked out once, each source still receives it (as a patch, a stream or new data), and
+    the shared columns stay as they were."""
+    import copy
+
+    from bokeh.document import Document
+    from bokeh.document.events import ColumnDataChangedEvent, ColumnsPatchedEvent, ColumnsStreamedEvent
+    from bokeh.models import ColumnDataSource
+
+    from rdzv.ui import sync
+
+    worked_out = []
+    step = sync._step
+    monkeypatch.setattr(sync, "_step", lambda *args: worked_out.append(args) or step(*args))
+    states = [{"key": ["a", "b"], "value": [1, 2]}, {"key": ["a", "b"], "value": [1, 5]},
+              {"key": ["a", "b", "c"], "value": [1, 6, 7]}, {"key": ["c", "a"], "value": [7, 1]}]
+    pristine = copy.deepcopy(states)
+    sources, sent = [], []
+    for _ in range(3):
+        source = ColumnDataSource({"key": [], "value": []})
+        document = Document()
+        document.add_root(source)
+        events: list = []
+        document.callbacks.on_change(lambda event, events=events: events.append(type(event)))
+        sources.append(source)
+        sent.append(events)
+    shown: list = [None] * len(sources)
+    expected = ["streamed", "patched", "streamed", "replaced"]
+    kinds = [[ColumnsStreamedEvent], [ColumnsPatchedEvent], [ColumnsPatchedEvent, ColumnsStreamedEvent],
+             [ColumnDataChangedEvent]]
+    for columns, result, events_sent in zip(states, expected, kinds, strict=True):
+        worked_out.clear()
+        for index, source in enumerate(sources):
+            sent[index].clear()
+            assert sync.sync_source(source, columns, key="key", shown=shown[index]) == result
+            shown[index] = columns
+            assert dict(source.data) == columns and source.data["value"] is not columns["value"]
+            assert sent[index] == events_sent
+        # the first step starts from each source's own empty data: nothing shared to start from
+        assert len(worked_out) == (len(sources) if columns is states[0] else 1)
+    assert states == pristine
+
+
 # --- settings ---------------------------------------------------------------------------------
 
 
@@ -220,21 +304,38 @@ def test_participants_then_a_late_joiner_appear_without_reload(etcd_server, uniq
         expect(participant_cells).to_have_count(2, timeout=WAIT_MS)
         expect(page.get_by_text(pid, exact=True)).to_have_count(2, timeout=WAIT_MS)
         expect(page.get_by_text(unique, exact=True).first).to_be_visible()
+        expect_round_card(page, round=0, participants=2, waiting=0)
+        expect(page.locator("[data-code=complete]")).to_be_visible(timeout=WAIT_MS)
 
-        # A third node arrives: it waits for the next round, and the open page shows it.
+        # A third node arrives: it waits for the next round, and the open page shows it, in the
+        # table, the round card and what's happening (each pane's new text sent to the open page).
         joiner = threading.Thread(target=lambda: late_result.append(_safely(late.next_rendezvous)), daemon=True)
         joiner.start()
         expect(page.get_by_text("waiting", exact=True).first).to_be_visible(timeout=WAIT_MS)
         expect(page.get_by_text(pid, exact=True)).to_have_count(3, timeout=WAIT_MS)
+        expect_round_card(page, round=0, participants=2, waiting=1)
+        expect(page.locator("[data-code=nodes-waiting]")).to_contain_text("1 node waits to join round 1",
+                                                                         timeout=WAIT_MS)
 
         # The first two re-rendezvous (as torch's agent does when nodes wait): three participants.
         rendezvous_all(handlers)
         joiner.join(timeout=60)
         expect(participant_cells).to_have_count(3, timeout=WAIT_MS)
         expect(page.get_by_text("Node 127.0.0.1_", exact=False).first).to_be_visible(timeout=WAIT_MS)
+        expect_round_card(page, round=1, participants=3, waiting=0)
+        expect(page.locator("[data-code=nodes-waiting]")).to_have_count(0, timeout=WAIT_MS)
     finally:
         for handler in (*handlers, late):
             _safely(handler.shutdown)
+
+
+def expect_round_card(page, **figures) -> None:
+    """The served page's round card shows each figure (label=value), waiting for it to."""
+    from playwright.sync_api import expect
+
+    for label, value in figures.items():
+        tile = page.locator(".rdzv-tile").filter(has=page.locator(".rdzv-tile-label", has_text=re.compile(f"^{label}$", re.I)))
+        expect(tile.locator(".rdzv-tile-value")).to_have_text(str(value), timeout=WAIT_MS)
 
 
 def _safely(call):

@@ -13,6 +13,7 @@ from panel.viewable import Viewer
 
 from .. import time_marks
 from .browser_clock import live_markup
+from .markup_pane import MarkupPane
 from .style import PANEL_STYLES, STYLESHEET, title
 from ..text import utc_now
 
@@ -91,7 +92,7 @@ class MarkupView(MonitorView):
     such as "no keep-alive for 2 min 05 s" is not sent again each second; travelling in time
     (:meth:`frozen_at`), the marks read at the revision's moment and stay still."""
 
-    pane: pn.pane.HTML
+    pane: MarkupPane
 
     def __init__(self, **params) -> None:
         super().__init__(**params)

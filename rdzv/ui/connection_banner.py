@@ -8,6 +8,7 @@ from datetime import datetime
 import panel as pn
 
 from .base import MarkupView
+from .markup_pane import MarkupPane
 from .style import STYLESHEET
 from .. import time_marks
 
@@ -20,7 +21,7 @@ class ConnectionBanner(MarkupView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.pane = pn.pane.HTML("", stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(5, 5))
+        self.pane = MarkupPane("", stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(5, 5))
         self._status = None
 
     def _build(self) -> pn.viewable.Viewable:

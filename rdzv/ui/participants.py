@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from datetime import datetime
 
+import numpy as np
 import panel as pn
 import param
 from bokeh.models import ColumnDataSource
@@ -27,6 +28,10 @@ STALE_COLOR = "#cf222e"
 
 HEARTBEAT_FIELD = "heartbeat_ms"
 """The source column of each node's last heartbeat (ms since the epoch), aged by the page."""
+Columns = dict[str, "list | np.ndarray"]
+"""A table's columns: the times as arrays of float (Bokeh sends them as binary), the rest as lists."""
+NODE_KEY = ("addr", "pid", "local_id")
+"""The source columns that together identify a row's node (torch's _NodeDesc)."""
 SOURCE_FIELDS = {field: HEARTBEAT_FIELD if field == "heartbeat_age" else field for field, _ in COLUMNS}
 """The source column behind each of :data:`rdzv.nodes.COLUMNS`."""
 
@@ -46,13 +51,14 @@ class ParticipantsView(RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.source = ColumnDataSource({name: [] for name in ["key", *SOURCE_FIELDS.values(), AS_OF_FIELD, "color"]})
+        self.source = ColumnDataSource({name: [] for name in [*SOURCE_FIELDS.values(), AS_OF_FIELD, "color"]})
         self.table = text_table(
             self.source, [(SOURCE_FIELDS[field], title, WIDTHS[field]) for field, title in COLUMNS],
             color_field="color", formatters={SOURCE_FIELDS["heartbeat_age"]: age_formatter(HEARTBEAT_FIELD, "color")})
         self.clock = PageClock(self.table)
         self._snapshot = None
         self._next_stale_at: datetime | None = None
+        self._shown_columns: Columns | None = None  # the shared columns the source was last synced to
 
     def _build(self) -> pn.viewable.Viewable:
         return section("Nodes", pn.pane.Bokeh(self.table, sizing_mode="stretch_width"))
@@ -75,20 +81,23 @@ class ParticipantsView(RunScopedView):
         """Sync the table with the rows at ``now`` and note when the next node turns stale."""
         settings = self.monitor.settings(self.run_id, self.settings) if self.run_id else self.settings
         columns, self._next_stale_at = _table(self._snapshot, settings, self.moment(now), live=self.as_of is None)
-        sync_source(self.source, columns, key="key")
+        shown, self._shown_columns = self._shown_columns, None  # unknown should the sync fail midway
+        sync_source(self.source, columns, key=NODE_KEY, shown=shown)
+        self._shown_columns = columns
 
 
-_SHARED_TABLES: OrderedDict[tuple, tuple[object, dict[str, list], datetime | None]] = OrderedDict()
+_SHARED_TABLES: OrderedDict[tuple, tuple[object, Columns, datetime | None]] = OrderedDict()
 _SHARED_LOCK = threading.Lock()
 SHARED_TABLES_KEPT = 8
 """Tables kept for other sessions showing the same state at the same moment."""
 
 
 def _table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, moment: datetime, live: bool
-           ) -> tuple[dict[str, list], datetime | None]:
+           ) -> tuple[Columns, datetime | None]:
     """The table's columns for ``snapshot`` at ``moment`` and, ``live``, when its next node turns
     stale (:meth:`RendezvousSettings.stale_after`). Sessions asking the same share one answer,
-    which none of them may change (:func:`sync_source` copies what it keeps)."""
+    which none of them may change (:func:`sync_source` copies what it keeps, and works out
+    each step between two such answers once)."""
     key = (id(snapshot), settings, moment, live)
     with _SHARED_LOCK:
         kept = _SHARED_TABLES.get(key)
@@ -106,16 +115,15 @@ def _table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, mo
     return columns, next_stale_at
 
 
-def _columns(rows: list[NodeRow], as_of_ms: float) -> dict[str, list]:
+def _columns(rows: list[NodeRow], as_of_ms: float) -> Columns:
     return {
-        "key": [repr((row.addr, row.pid, row.local_id)) for row in rows],
         "addr": [row.addr for row in rows],
         "pid": [row.pid for row in rows],
         "local_id": [row.local_id for row in rows],
         "rank": ["" if row.rank is None else row.rank for row in rows],
         "list": [row.list for row in rows],
-        HEARTBEAT_FIELD: [epoch_ms(row.last_heartbeat) for row in rows],
-        AS_OF_FIELD: [as_of_ms] * len(rows),
+        HEARTBEAT_FIELD: np.array([epoch_ms(row.last_heartbeat) for row in rows], dtype=float),
+        AS_OF_FIELD: np.full(len(rows), as_of_ms),
         "stale": ["stale" if row.stale else "" for row in rows],
         "color": [STALE_COLOR if row.stale else _LIST_COLORS[row.list] for row in rows],
     }

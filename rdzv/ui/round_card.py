@@ -9,6 +9,7 @@ import param
 
 from ..rendezvous_settings import RendezvousSettings
 from .base import MarkupView, RunScopedView, section
+from .markup_pane import MarkupPane
 from .style import STYLESHEET, tile
 from .. import time_marks
 from ..text import NO_VALUE
@@ -26,7 +27,7 @@ class RoundCard(MarkupView, RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.pane = pn.pane.HTML(EMPTY, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(0, 5, 6, 5))
+        self.pane = MarkupPane(EMPTY, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(0, 5, 6, 5))
         self._run = None
 
     def _build(self) -> pn.viewable.Viewable:

@@ -14,6 +14,7 @@ import panel as pn
 
 from ..monitor import revision_time
 from .base import RunScopedView
+from .markup_pane import MarkupPane
 from .style import STYLESHEET
 
 LIVE = "<span class='rdzv-good' data-role='as-of'>Live</span> <span class='rdzv-muted'>— showing the run as it is " \
@@ -29,7 +30,7 @@ class TimeTravelBar(RunScopedView):
         self.older = pn.widgets.Button(label="◀ Previous change", width=140, margin=(5, 5))
         self.newer = pn.widgets.Button(label="Next change ▶", width=130, margin=(5, 5))
         self.live = pn.widgets.Button(label="Back to live", color="primary", width=110, margin=(5, 5))
-        self.label = pn.pane.HTML(LIVE, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(10, 5, 0, 5))
+        self.label = MarkupPane(LIVE, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(10, 5, 0, 5))
         self.older.on_click(lambda _: self.step(-1))
         self.newer.on_click(lambda _: self.step(+1))
         self.live.on_click(lambda _: setattr(self, "as_of", None))

@@ -14,6 +14,7 @@ from ..diagnosis import Finding
 from ..monitor import diagnose_view
 from ..rendezvous_settings import RendezvousSettings
 from .base import MarkupView, RunScopedView, section
+from .markup_pane import MarkupPane
 from .style import STYLESHEET
 
 EMPTY = "<div class='rdzv-muted'>Select a run to see what it is waiting for.</div>"
@@ -31,7 +32,7 @@ class WhatsHappening(MarkupView, RunScopedView):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        self.pane = pn.pane.HTML(EMPTY, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(0, 5, 6, 5))
+        self.pane = MarkupPane(EMPTY, stylesheets=[STYLESHEET], sizing_mode="stretch_width", margin=(0, 5, 6, 5))
 
     def _build(self) -> pn.viewable.Viewable:
         return section("What's happening", self.pane)

@@ -66,16 +66,17 @@ class Served:
 
 
 @contextmanager
-def served_app(app: Path, args: Sequence[str], *, name: str | None = None) -> Iterator[Served]:
+def served_app(app: Path, args: Sequence[str], *, name: str | None = None, root: Path = ROOT) -> Iterator[Served]:
     """``panel serve app --args *args`` on a free port while the block runs; its process group is
-    killed after. The page is ``/<app stem>`` (or ``/name``)."""
+    killed after. The page is ``/<app stem>`` (or ``/name``). ``root``: the source tree whose
+    ``rdzv`` the server imports (another checkout, to compare two versions)."""
     port = free_port()
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
                f"--allow-websocket-origin=127.0.0.1:{port}", "--args", *args]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         env.pop(proxy, None)
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     served = None
     try:
@@ -272,6 +273,8 @@ class LightSessions:
         self.url = url
         self.messages: list[int] = []
         self.patches: list[int] = []
+        #: For each session opened, the seconds each step of its opening took.
+        self.opened: list[dict[str, float]] = []
         self._sockets: list[Any] = []
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-light-sessions", daemon=True)
@@ -282,46 +285,60 @@ class LightSessions:
 
     def open(self, count: int, timeout: float = 300) -> None:
         """Open ``count`` more sessions, one after another (as people arrive); each has pulled its
-        document when this returns. Raises TimeoutError if one takes over ``timeout`` seconds."""
+        document when this returns, and :attr:`opened` holds how long each step took. Raises
+        TimeoutError, saying which step waited, if one session takes over ``timeout`` seconds."""
         for _ in range(count):
             already_open = len(self)
-            future = asyncio.run_coroutine_threadsafe(self._open_one(), self._loop)
+            future = asyncio.run_coroutine_threadsafe(self._open_one(time.monotonic() + timeout), self._loop)
             try:
-                future.result(timeout)
-            except TimeoutError:
+                future.result(timeout + 10)
+            except TimeoutError as error:
                 future.cancel()
                 raise TimeoutError(f"opening a lightweight session took over {timeout:g} s with {already_open} "
-                                   "open (the server's loop saturated by them)") from None
+                                   f"open (the server's loop saturated by them): {error}") from None
 
-    async def _open_one(self) -> None:
+    async def _open_one(self, deadline: float) -> None:
         from bokeh.protocol import Protocol
         from tornado.httpclient import HTTPRequest
         from tornado.websocket import websocket_connect
 
-        html = await asyncio.get_running_loop().run_in_executor(None, _get, self.url)
+        began = time.monotonic()
+        steps: dict[str, float] = {}
+
+        async def step(name: str, awaitable: Any) -> Any:
+            started = time.monotonic()
+            try:
+                return await asyncio.wait_for(awaitable, max(0.1, deadline - started))
+            except TimeoutError:
+                raise TimeoutError(f"no answer to its {name} in {time.monotonic() - began:.0f} s") from None
+            finally:
+                steps[name] = time.monotonic() - started
+
+        loop = asyncio.get_running_loop()
+        html = await step("page request", loop.run_in_executor(None, _get, self.url, deadline - time.monotonic()))
         match = re.search(r'"token"\s*:\s*"([^"]+)"', html) or re.search(r"token\s*=\s*'([^']+)'", html)
         if match is None:
             raise RuntimeError("the dashboard page carries no session token")
         origin = self.url.split("/", 3)[:3]
         ws_url = "ws" + self.url[len("http"):] + "/ws"
         request = HTTPRequest(ws_url, headers={"Origin": "/".join(origin)})
-        socket_ = await websocket_connect(request, subprotocols=["bokeh", match.group(1)],
-                                          max_message_size=200 * 1024 * 1024)
+        socket_ = await step("websocket", websocket_connect(request, subprotocols=["bokeh", match.group(1)],
+                                                             max_message_size=200 * 1024 * 1024))
         index = len(self._sockets)
         self._sockets.append(socket_)
         self.messages.append(0)
         self.patches.append(0)
-        loop = asyncio.get_running_loop()
         acked, pulled = loop.create_future(), loop.create_future()
         loop.create_task(self._read(socket_, index, {"ACK": acked, "PULL-DOC-REPLY": pulled}))
-        await asyncio.wait_for(acked, 60)  # as Bokeh's own client: nothing is sent before the server's ACK
+        await step("ACK", acked)  # as Bokeh's own client: nothing is sent before the server's ACK
         request_message = Protocol().create("PULL-DOC-REQ")
         for fragment in (request_message.header_json, request_message.metadata_json, request_message.content_json):
             await socket_.write_message(fragment)
-        await asyncio.wait_for(pulled, 60)
+        await step("document pull", pulled)
         for fragment in (json.dumps({"msgid": uuid.uuid4().hex.upper(), "msgtype": "PATCH-DOC"}), "{}",
                          json.dumps({"events": [DOCUMENT_READY]})):
             await socket_.write_message(fragment)
+        self.opened.append(steps)
 
     async def _read(self, socket_: Any, index: int, waiting: dict[str, asyncio.Future]) -> None:
         while True:
@@ -354,7 +371,7 @@ class LightSessions:
             self._sockets.clear()
 
 
-def _get(url: str) -> str:
+def _get(url: str, timeout: float = 60) -> str:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=60) as response:
+    with opener.open(url, timeout=max(1.0, timeout)) as response:
         return response.read().decode()

@@ -140,9 +140,10 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                 track_revisions(page)
                 light = LightSessions(served.url)
                 for count in counts:
-                    began = time.monotonic()
+                    began, opened_before = time.monotonic(), len(light.opened)
                     light.open(count - 1 - len(light))
                     open_s = time.monotonic() - began
+                    open_steps = _open_steps(light.opened[opened_before:])
                     time.sleep(1.0)
                     take_seen(page)
                     patches_before = sum(light.patches)
@@ -156,11 +157,11 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                     phases.append({"sessions": count, "seen": seen, "cpu_cores": cores, "browser_cores": browser_cores,
                                    "server_waited_for_cpu_s_per_s": waited,
                                    "rss_mb": rss_mb(served.pid),
-                                   "open_s": open_s, "light": len(light), "patches_per_light_session_per_s": pushed,
+                                   "open_s": open_s, "open_steps": open_steps, "light": len(light), "patches_per_light_session_per_s": pushed,
                                    "lost_pushes_so_far": served.count(LOST_PUSH_WARNING.split("%")[0])})
                     bench.log(f"  {count} sessions: server {cores or 0:.2f} cores, {phases[-1]['rss_mb'] or 0:.0f} "
                               f"MB; {len(seen)} revisions reached the page in {window:g} s (opening took "
-                              f"{open_s:.1f} s)")
+                              f"{open_s:.1f} s{_steps_text(open_steps)})")
                 load.stop()
             # the generator has stopped: etcd is quiet from here
             stopped = time.monotonic()
@@ -256,11 +257,12 @@ def run(bench: Bench) -> dict:
                         target=f"≤ {TARGET_CORES:g} core", met=phase["cpu_cores"] is not None
                         and phase["cpu_cores"] <= TARGET_CORES,
                         note=f"each lightweight session received {phase['patches_per_light_session_per_s']:.1f} "
-                             "pushed changes a second; the real page's Chromium used "
+                             f"pushed changes a second{_per_message_text(phase, n)}; the real page's Chromium used "
                              f"{phase['browser_cores'] or 0:.2f} cores; the server waited for a CPU "
                              f"{phase['server_waited_for_cpu_s_per_s'] or 0:.2f} s a second"))
         rows.append(row(f"dashboard server memory, {what}", "MB", phase["rss_mb"] or 0.0,
-                        note=f"opening the sessions took {phase['open_s']:.1f} s; pushes lost so far (the server's "
+                        note=f"opening the sessions took {phase['open_s']:.1f} s{_steps_text(phase['open_steps'])}; "
+                             "pushes lost so far (the server's "
                              f"warning: a refresh shown by the clock instead): {phase['lost_pushes_so_far']}"))
         breakdown.append({"sessions": n, "revisions_at_page": len(phase["lag_of_revisions_shown_s"]),
                           "lag_p50_ms": _ms(p50), "lag_p99_ms": _ms(p99),
@@ -269,6 +271,7 @@ def run(bench: Bench) -> dict:
                           "browser_cores": phase["browser_cores"],
                           "server_rss_mb": phase["rss_mb"],
                           "pushes_per_light_session_s": phase["patches_per_light_session_per_s"],
+                          "server_ms_per_message": _ms_per_message(phase, n),
                           "open_s": phase["open_s"], "lost_pushes_so_far": phase["lost_pushes_so_far"]})
     quiet = crowd["quiet"]
     rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet: the first {window:g} s",
@@ -296,6 +299,32 @@ def run(bench: Bench) -> dict:
                         "the others closed)", "cores", quiet["one_session_cpu_cores"], note=meaning))
     data["breakdown"] = breakdown
     return section(TITLE, rows, data)
+
+
+def _ms_per_message(phase: dict[str, Any], sessions: int) -> float | None:
+    """The server's CPU per message it sent to a session (every session taken to receive as many
+    as a lightweight one), in ms: what one more viewer costs the server per change."""
+    messages = phase["patches_per_light_session_per_s"] * sessions
+    return phase["cpu_cores"] * 1000 / messages if phase["light"] and messages and phase["cpu_cores"] else None
+
+
+def _per_message_text(phase: dict[str, Any], sessions: int) -> str:
+    per_message = _ms_per_message(phase, sessions)
+    return "" if per_message is None else f" ({per_message:.1f} ms of server CPU per message to a session)"
+
+
+def _open_steps(opened: list[dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """Each step of opening a session: (median, longest) seconds over the sessions ``opened``."""
+    names = dict.fromkeys(name for steps in opened for name in steps)
+    return {name: (percentile([steps[name] for steps in opened if name in steps], 0.5),
+                   max(steps.get(name, 0.0) for steps in opened)) for name in names}
+
+
+def _steps_text(steps: dict[str, tuple[float, float]]) -> str:
+    if not steps:
+        return ""
+    return "; each one's " + ", ".join(f"{name} {p50:.1f} s (longest {longest:.1f} s)"
+                                       for name, (p50, longest) in steps.items())
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -1,0 +1,99 @@
+"""What one more viewer costs the dashboard server, this tree against another commit, side by side.
+
+    python -m benchmarks.session_cost --against REF [--sessions 10] [--rounds 2] [--seconds 30]
+
+One etcd and one 1,000-node load (:mod:`rdzv.demo.load`, keep-alive 5 s: as many writes as one
+writer manages) under ``panel serve app/dashboard.py`` of each tree in turn, rounds interleaved
+(A, B, A, B...), each with ``--sessions`` lightweight sessions
+(:class:`benchmarks.serving.LightSessions`, no browser: the machine's CPU goes to the server, the
+load and etcd). For each run: the server's CPU (cores), the messages each session received a
+second, and their quotient, the server's CPU per message sent to a session in milliseconds;
+then the ratio of the two trees' medians. Few enough sessions that the server is not saturated
+(10 on a 2-core machine), so each change reaches every session and the quotient is its cost.
+
+``REF`` is checked out into a temporary git worktree (with this tree's compiled
+``rdzv/_opcode_walk`` copied in), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .common import CpuMeter, cpu_seconds_of, unique
+from .load import ChildLoad
+from .run import BACKEND_QUOTA_BYTES
+from .serving import ROOT, LightSessions, served_app
+from .sessions import KEEP_ALIVE_S, LOAD_NODES
+
+WARM_UP_S = 3.0
+
+
+def measure(tree: Path, endpoint: str, sessions: int, seconds: float) -> dict[str, float]:
+    """One run of ``tree``'s server with ``sessions`` lightweight sessions on a fresh load."""
+    prefix, run_id = "/" + unique("session-cost"), "crowd"
+    args = ["--endpoint", endpoint, "--run-id", run_id, "--prefix", prefix, "--api", "v3"]
+    with served_app(tree / "app" / "dashboard.py", args, root=tree) as served, \
+            ChildLoad(endpoint=endpoint, api="v3", run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
+                      keep_alive=KEEP_ALIVE_S, rate=LOAD_NODES / KEEP_ALIVE_S, duration=3600, churn=0.5,
+                      admit_after=2 * KEEP_ALIVE_S) as load:
+        light = LightSessions(served.url)
+        try:
+            light.open(sessions)
+            time.sleep(WARM_UP_S)
+            before = sum(light.patches)
+            cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
+            time.sleep(seconds)
+            cores = cpu.read() or 0.0
+            per_session = (sum(light.patches) - before) / sessions / seconds
+        finally:
+            light.close()
+            load.stop()
+    return {"cores": cores, "messages_per_session_s": per_session,
+            "ms_per_message": cores * 1000 / (per_session * sessions) if per_session else float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.session_cost", description=__doc__.splitlines()[0])
+    parser.add_argument("--against", required=True, metavar="REF", help="the git commit to compare this tree with")
+    parser.add_argument("--sessions", type=int, default=10, help="lightweight sessions per run (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each tree, interleaved (default 2)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="the measured window of each run (default 30)")
+    options = parser.parse_args(argv)
+    from rdzv.server import EtcdServer
+
+    work = Path(tempfile.mkdtemp(prefix="rdzv-session-cost-"))
+    other = work / "tree"
+    try:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), options.against],
+                       check=True)
+        for compiled in (ROOT / "rdzv").glob("_opcode_walk*.so"):
+            shutil.copy2(compiled, other / "rdzv")
+        trees = {options.against: other, "this tree": ROOT}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        with EtcdServer(extra_args=[f"--quota-backend-bytes={BACKEND_QUOTA_BYTES}"]) as server:
+            for round_ in range(options.rounds):
+                for name, tree in trees.items():
+                    result = measure(tree, server.get_endpoint(), options.sessions, options.seconds)
+                    results[name].append(result)
+                    print(f"round {round_ + 1}, {name}: server {result['cores']:.2f} cores, "
+                          f"{result['messages_per_session_s']:.1f} messages per session a second, "
+                          f"{result['ms_per_message']:.1f} ms of server CPU per message to a session", flush=True)
+        medians = {name: statistics.median(run["ms_per_message"] for run in runs) for name, runs in results.items()}
+        print(f"server CPU per message to a session, median of {options.rounds}: {options.against} "
+              f"{medians[options.against]:.1f} ms, this tree {medians['this tree']:.1f} ms; ratio "
+              f"({options.against} / this tree) {medians[options.against] / medians['this tree']:.2f}")
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False,
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

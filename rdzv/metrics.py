@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .monitor import DECODE_BUCKETS, Monitor, estimated_write_time
+from .monitor import DECODE_BUCKETS, Monitor, diagnose_view, estimated_write_time
 from .nodes import node_rows
 from .rendezvous_settings import RendezvousSettings
 from .text import utc_now
@@ -77,7 +77,8 @@ class MonitorCollector(Collector):
                 seen.add_metric(labels, revisions)
                 skipped.add_metric(labels, folded)
                 settings = monitor.settings(run.run_id, self._settings, run.api)
-                for finding in monitor.diagnose(run.run_id, self._settings, now, run.api):
+                # The run as read above, not the monitor's newest: one scrape tells one state.
+                for finding in diagnose_view(run, settings, now):
                     findings.add_metric([*labels, finding.code, finding.severity], 1.0)
                 history = monitor.history(run.run_id, run.api)
                 if history:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from datetime import datetime
 
 import numpy as np
@@ -18,6 +16,7 @@ from ..rendezvous_settings import RendezvousSettings
 from ..state import RendezvousSnapshot
 from .base import RunScopedView, section
 from .browser_clock import AS_OF_FIELD, PageClock, age_formatter, epoch_ms
+from .shared_answers import SharedAnswers
 from .sync import sync_source
 from .tables import fit_height, text_table
 
@@ -86,10 +85,9 @@ class ParticipantsView(RunScopedView):
         self._shown_columns = columns
 
 
-_SHARED_TABLES: OrderedDict[tuple, tuple[object, Columns, datetime | None]] = OrderedDict()
-_SHARED_LOCK = threading.Lock()
 SHARED_TABLES_KEPT = 8
 """Tables kept for other sessions showing the same state at the same moment."""
+_SHARED_TABLES: SharedAnswers[tuple[Columns, datetime | None]] = SharedAnswers(SHARED_TABLES_KEPT)
 
 
 def _table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, moment: datetime, live: bool
@@ -98,21 +96,16 @@ def _table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, mo
     stale (:meth:`RendezvousSettings.stale_after`). Sessions asking the same share one answer,
     which none of them may change (:func:`sync_source` copies what it keeps, and works out
     each step between two such answers once)."""
-    key = (id(snapshot), settings, moment, live)
-    with _SHARED_LOCK:
-        kept = _SHARED_TABLES.get(key)
-        if kept is not None and kept[0] is snapshot:
-            _SHARED_TABLES.move_to_end(key)
-            return kept[1], kept[2]
+    return _SHARED_TABLES.get((snapshot,), (settings, moment, live),
+                              lambda: _work_out_table(snapshot, settings, moment, live))
+
+
+def _work_out_table(snapshot: RendezvousSnapshot | None, settings: RendezvousSettings, moment: datetime, live: bool
+                    ) -> tuple[Columns, datetime | None]:
     rows = node_rows(snapshot, settings, moment) if snapshot is not None else []
     columns = _columns(rows, math.nan if live else epoch_ms(moment))
     turning = [settings.stale_after(row.last_heartbeat) for row in rows if row.last_heartbeat is not None and not row.stale]
-    next_stale_at = min(turning) if turning and live else None
-    with _SHARED_LOCK:
-        _SHARED_TABLES[key] = (snapshot, columns, next_stale_at)
-        while len(_SHARED_TABLES) > SHARED_TABLES_KEPT:
-            _SHARED_TABLES.popitem(last=False)
-    return columns, next_stale_at
+    return columns, (min(turning) if turning and live else None)
 
 
 def _columns(rows: list[NodeRow], as_of_ms: float) -> Columns:

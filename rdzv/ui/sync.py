@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from bokeh.models import ColumnDataSource
+
+from .shared_answers import SharedAnswers
 
 SyncResult = Literal["unchanged", "patched", "streamed", "replaced"]
 
@@ -24,11 +24,10 @@ class _Step:
 
     result: SyncResult
     patches: Mapping[str, list[tuple[int, object]]]
-    streamed: Mapping[str, list] | None
+    streamed: Mapping[str, Sequence] | None
 
 
-_STEPS: OrderedDict[tuple[int, int], tuple[Mapping, Mapping, _Step]] = OrderedDict()
-_STEPS_LOCK = threading.Lock()
+_STEPS: SharedAnswers[_Step] = SharedAnswers(STEPS_KEPT)
 
 
 def sync_source(source: ColumnDataSource, columns: Mapping[str, Sequence], key: str | tuple[str, ...],
@@ -62,18 +61,7 @@ def sync_source(source: ColumnDataSource, columns: Mapping[str, Sequence], key: 
 
 def _shared_step(shown: Mapping[str, Sequence], columns: Mapping[str, Sequence], key: str | tuple[str, ...]
                  ) -> _Step:
-    step_key = (id(shown), id(columns))
-    with _STEPS_LOCK:
-        kept = _STEPS.get(step_key)
-        if kept is not None and kept[0] is shown and kept[1] is columns:
-            _STEPS.move_to_end(step_key)
-            return kept[2]
-    step = _step(shown, columns, key)
-    with _STEPS_LOCK:
-        _STEPS[step_key] = (shown, columns, step)
-        while len(_STEPS) > STEPS_KEPT:
-            _STEPS.popitem(last=False)
-    return step
+    return _STEPS.get((shown, columns), key, lambda: _step(shown, columns, key))
 
 
 def _step(old: Mapping[str, Sequence], columns: Mapping[str, Sequence], key: str | tuple[str, ...]) -> _Step:

@@ -64,15 +64,55 @@ class Served:
         """How many lines the server has printed so far containing ``text``."""
         return sum(text in line for line in list(self.lines))
 
+    def serving_metrics(self) -> dict[str, dict[str, Any]]:
+        """The server's own histograms (``rdzv.ui.serving_metrics``, served with the
+        ``rdzv.ui.metrics_route`` plugin): per name (``push_delay``, ``refresh``) its cumulative
+        ``buckets`` ``[(upper bound in s, count)]``, ``count`` and ``sum``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = _get(self.url.rsplit("/", 1)[0] + "/metrics")
+        read: dict[str, dict[str, Any]] = {}
+        for family in text_string_to_metric_families(text):
+            name = family.name.removeprefix("rdzv_dashboard_").removesuffix("_seconds")
+            if family.type != "histogram" or not family.name.startswith("rdzv_dashboard_"):
+                continue
+            histogram = read.setdefault(name, {"buckets": []})
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    histogram["buckets"].append((float(sample.labels["le"]), sample.value))
+                elif sample.name.endswith("_count"):
+                    histogram["count"] = sample.value
+                elif sample.name.endswith("_sum"):
+                    histogram["sum"] = sample.value
+        return read
+
+
+def histogram_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
+    """What one histogram of :meth:`Served.serving_metrics` counted between two reads: how many,
+    their mean, and the bucket bounds the median and the 99th percentile fall under (seconds;
+    inf when over the last bound; None when nothing was counted)."""
+    count = after["count"] - before["count"]
+    buckets = [(bound, later - earlier) for (bound, later), (_, earlier) in
+               zip(after["buckets"], before["buckets"], strict=True)]
+
+    def under(quantile: float) -> float | None:
+        return next((bound for bound, counted in buckets if counted >= quantile * count), None) if count else None
+
+    return {"count": count, "mean_s": (after["sum"] - before["sum"]) / count if count else None,
+            "p50_under_s": under(0.5), "p99_under_s": under(0.99)}
+
 
 @contextmanager
-def served_app(app: Path, args: Sequence[str], *, name: str | None = None, root: Path = ROOT) -> Iterator[Served]:
+def served_app(app: Path, args: Sequence[str], *, name: str | None = None, root: Path = ROOT,
+               plugins: Sequence[str] = ()) -> Iterator[Served]:
     """``panel serve app --args *args`` on a free port while the block runs; its process group is
     killed after. The page is ``/<app stem>`` (or ``/name``). ``root``: the source tree whose
-    ``rdzv`` the server imports (another checkout, to compare two versions)."""
+    ``rdzv`` the server imports (another checkout, to compare two versions). ``plugins``: Panel
+    plugins' modules (``rdzv.ui.metrics_route`` serves ``/metrics``)."""
     port = free_port()
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
-               f"--allow-websocket-origin=127.0.0.1:{port}", "--args", *args]
+               f"--allow-websocket-origin=127.0.0.1:{port}", *(["--plugins", *plugins] if plugins else []),
+               "--args", *args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         env.pop(proxy, None)

@@ -123,15 +123,15 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
     from rdzv.ui.app import LOST_PUSH_WARNING
 
     from .load import ChildLoad
-    from .serving import (DASHBOARD_APP, LightSessions, chromium, lags, open_page, served_app, shown_lags, take_seen,
-                          track_revisions)
+    from .serving import (DASHBOARD_APP, LightSessions, chromium, histogram_between, lags, open_page, served_app,
+                          shown_lags, take_seen, track_revisions)
 
     prefix, run_id, api = "/" + unique("bench-sessions"), "crowd", "v3"
     phases: list[dict[str, Any]] = []
     args = ["--endpoint", bench.endpoint, "--run-id", run_id, "--prefix", prefix, "--api", api]
     light = None
     try:
-        with served_app(DASHBOARD_APP, args) as served, chromium() as browser:
+        with served_app(DASHBOARD_APP, args, plugins=["rdzv.ui.metrics_route"]) as served, chromium() as browser:
             load = ChildLoad(endpoint=bench.endpoint, api=api, run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
                              keep_alive=KEEP_ALIVE_S, rate=rate, duration=3600, churn=0.5,
                              admit_after=2 * KEEP_ALIVE_S)
@@ -147,18 +147,22 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
                     time.sleep(1.0)
                     take_seen(page)
                     patches_before = sum(light.patches)
+                    counted_before = served.serving_metrics()
                     cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
                     starved = CpuMeter(lambda: runqueue_wait_seconds(served.pid)).start()
                     browser_cpu = CpuMeter(lambda: descendants_cpu_seconds(os.getpid(), "chrom")).start()
                     time.sleep(window)
                     cores, browser_cores, waited = cpu.read(), browser_cpu.read(), starved.read()
                     seen = take_seen(page)
+                    counted = served.serving_metrics()
                     pushed = (sum(light.patches) - patches_before) / max(1, len(light)) / window
                     phases.append({"sessions": count, "seen": seen, "cpu_cores": cores, "browser_cores": browser_cores,
                                    "server_waited_for_cpu_s_per_s": waited,
                                    "rss_mb": rss_mb(served.pid),
                                    "open_s": open_s, "open_steps": open_steps, "light": len(light), "patches_per_light_session_per_s": pushed,
-                                   "lost_pushes_so_far": served.count(LOST_PUSH_WARNING.split("%")[0])})
+                                   "lost_pushes_so_far": served.count(LOST_PUSH_WARNING.split("%")[0]),
+                                   **{f"server_{name}": histogram_between(counted_before[name], counted[name])
+                                      for name in ("push_delay", "refresh")}})
                     bench.log(f"  {count} sessions: server {cores or 0:.2f} cores, {phases[-1]['rss_mb'] or 0:.0f} "
                               f"MB; {len(seen)} revisions reached the page in {window:g} s (opening took "
                               f"{open_s:.1f} s{_steps_text(open_steps)})")
@@ -264,6 +268,14 @@ def run(bench: Bench) -> dict:
                         note=f"opening the sessions took {phase['open_s']:.1f} s{_steps_text(phase['open_steps'])}; "
                              "pushes lost so far (the server's "
                              f"warning: a refresh shown by the clock instead): {phase['lost_pushes_so_far']}"))
+        delay, refresh = phase["server_push_delay"], phase["server_refresh"]
+        rows.append(row(f"dashboard server: a refresh's wait for the loop, mean, {what}", "ms", _ms(delay["mean_s"]),
+                        note=f"the server's own rdzv_dashboard_push_delay_seconds over the window ({delay['count']:.0f} "
+                             f"refreshes, all sessions together): median under {_bound(delay['p50_under_s'])}, 99th "
+                             f"percentile under {_bound(delay['p99_under_s'])}; a refresh itself took "
+                             f"{_fmt(_ms(refresh['mean_s']))} ms on average (99th percentile under "
+                             f"{_bound(refresh['p99_under_s'])}); the rest of the page's lag is the write to the page, "
+                             "the browser, and the monitor's own"))
         breakdown.append({"sessions": n, "revisions_at_page": len(phase["lag_of_revisions_shown_s"]),
                           "lag_p50_ms": _ms(p50), "lag_p99_ms": _ms(p99),
                           "server_cores": phase["cpu_cores"],
@@ -272,7 +284,11 @@ def run(bench: Bench) -> dict:
                           "server_rss_mb": phase["rss_mb"],
                           "pushes_per_light_session_s": phase["patches_per_light_session_per_s"],
                           "server_ms_per_message": _ms_per_message(phase, n),
-                          "open_s": phase["open_s"], "lost_pushes_so_far": phase["lost_pushes_so_far"]})
+                          "open_s": phase["open_s"], "lost_pushes_so_far": phase["lost_pushes_so_far"],
+                          "server_push_delay_mean_ms": _ms(delay["mean_s"]),
+                          "server_push_delay_p99_under_ms": _ms(delay["p99_under_s"]) if delay["p99_under_s"] != float("inf")
+                          else None,
+                          "server_refresh_mean_ms": _ms(refresh["mean_s"])})
     quiet = crowd["quiet"]
     rows.append(row(f"dashboard server CPU, {quiet['sessions']} sessions, etcd quiet: the first {window:g} s",
                     "cores", quiet["cpu_cores"] or 0.0,
@@ -325,6 +341,13 @@ def _steps_text(steps: dict[str, tuple[float, float]]) -> str:
         return ""
     return "; each one's " + ", ".join(f"{name} {p50:.1f} s (longest {longest:.1f} s)"
                                        for name, (p50, longest) in steps.items())
+
+
+def _bound(seconds: float | None) -> str:
+    """A histogram bucket's upper bound, as the report says it."""
+    if seconds is None:
+        return "(none counted)"
+    return "its last bound" if seconds == float("inf") else f"{seconds * 1000:g} ms"
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -115,6 +115,33 @@ def families_of(body: str) -> dict[str, list]:
     return {family.name: family.samples for family in text_string_to_metric_families(body)}
 
 
+def test_serving_metrics_count_sessions_pushes_and_their_delays():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rdzv.ui.serving_metrics import ServingMetrics, serving_collector
+
+    metrics = ServingMetrics()
+    metrics.session_opened()
+    metrics.session_opened()
+    metrics.session_closed()
+    metrics.pushed(0.03, 0.002)
+    metrics.pushed(3.0, 0.2)
+    metrics.push_lost()
+    registry = CollectorRegistry()
+    registry.register(serving_collector(metrics))
+    families = families_of(generate_latest(registry).decode())
+    assert value(families["rdzv_dashboard_sessions"]) == 1
+    assert value(families["rdzv_dashboard_lost_pushes"]) == 1
+    delay = families["rdzv_dashboard_push_delay_seconds"]
+    bucket = lambda le: value([s for s in delay if s.name.endswith("_bucket")], le=le)
+    assert (bucket("0.025"), bucket("0.05"), bucket("2.5"), bucket("5.0"), bucket("+Inf")) == (0, 1, 1, 2, 2)
+    assert value([s for s in delay if s.name.endswith("_count")]) == 2
+    assert value([s for s in delay if s.name.endswith("_sum")]) == pytest.approx(3.03)
+    refresh = families["rdzv_dashboard_refresh_seconds"]
+    assert value([s for s in refresh if s.name.endswith("_bucket")], le="0.0025") == 1
+    assert value([s for s in refresh if s.name.endswith("_sum")]) == pytest.approx(0.202)
+
+
 @pytest.mark.timeout(300)
 def test_the_dashboards_own_server_serves_the_metrics_behind_its_sign_in(etcd_server, unique, tmp_path):
     endpoint = etcd_server.get_endpoint()
@@ -157,6 +184,17 @@ def test_the_dashboards_own_server_serves_the_metrics_behind_its_sign_in(etcd_se
                 nodes = {s.labels["node"].split("_")[0] for s in families["rdzv_node_heartbeat_age_seconds"]
                          if s.labels["run_id"] == unique}
                 assert nodes == {"m-one", "m-two"}, name
+
+            # Each server says how it keeps up with its pages: a page's session, opened by asking for
+            # the page, is counted until it is dropped unused (nothing connected to it).
+            sessions = lambda: value(families_of(scrape_as(urls["rdzv dashboard"])[1])["rdzv_dashboard_sessions"])
+            assert sessions() == 0
+            urllib.request.urlopen(open_dashboard.url, timeout=60).read()
+            assert sessions() == 1
+            wait_for(lambda: sessions() == 0, "the unused session to be dropped", timeout=60)
+            families = families_of(scrape_as(urls["panel serve"])[1])
+            assert {"rdzv_dashboard_push_delay_seconds", "rdzv_dashboard_refresh_seconds",
+                    "rdzv_dashboard_lost_pushes"} <= set(families)
 
             # A third node joins: every server's metrics follow it.
             cluster.add_node("m-three")

@@ -73,8 +73,10 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
     from playwright.sync_api import expect
 
     from rdzv.ui.app import TICK_SECONDS
+    from rdzv.ui.serving_metrics import SERVING
 
     layout, monitor, boards = served.layout, served.monitor, served.boards
+    before = SERVING.read()
     context = browser.new_context()
     try:
         with etcd_server.kv(api="v3") as kv:
@@ -89,6 +91,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
             # Changes go out as one message once the page has said it rendered (until then, see
             # the next test).
             wait_for(lambda: board._page_ready, "the page's document_ready reaching the server")
+            assert SERVING.read()["sessions"] == before["sessions"] + 1  # the server's /metrics count it
             # Push mode: subscribed to the monitor; the only periodic callback moves the clocks.
             assert board._unsubscribe is not None and board._callback.period == 1000
             # The monitor's thread never touches the session's document: the refresh is scheduled
@@ -103,6 +106,11 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-b", 2, 0): 1}))
             expect(tab.get_by_text("pushed-b", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.pushes > pushes
+            # ... and how long it waited for the loop, and how long it took (the server's /metrics)
+            counted = SERVING.read()
+            assert counted["push_delay"]["count"] >= before["push_delay"]["count"] + 1
+            assert counted["refresh"]["count"] == counted["push_delay"]["count"]
+            assert counted["refresh"]["sum"] > before["refresh"]["sum"]
             assert schedulers and runners and set(schedulers) == set(runners), (schedulers, runners)
             # One change, one message: what it changed (the runs table, the nodes, the event log...)
             # reaches the page together, not as one message per changed property.
@@ -116,6 +124,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
             kv.put(layout.state_key("job"), torch_state_b64({("pushed-a", 1, 0): 0, ("pushed-c", 3, 0): 1}))
             expect(tab.get_by_text("pushed-c", exact=True).first).to_be_visible(timeout=WAIT_MS)
             assert board.lost_pushes == 1 and board.pushes == pushes
+            assert SERVING.read()["lost_pushes"] == before["lost_pushes"] + 1
             # Someone typing in the page keeps the keyboard while the tables redraw (a redraw
             # re-applies a table's selection, and the grid would take the focus).
             typing = tab.get_by_placeholder("Filter keys and values…")
@@ -142,6 +151,7 @@ def test_a_change_is_pushed_to_the_page_and_a_closed_page_lets_go(etcd_server, s
                 assert time.monotonic() < deadline, "the closed page's session kept its subscription"
                 time.sleep(0.1)
             assert len(monitor._subscribers) == subscribers - 1 and board._callback is None
+            assert SERVING.read()["sessions"] == before["sessions"]
             ticked = board._last_tick
             time.sleep(3 * TICK_SECONDS)
             assert board._last_tick == ticked, "the closed page's clock kept ticking"

@@ -23,6 +23,7 @@ from .export import HistoryExport
 from .fleet import FleetView
 from .participants import ParticipantsView
 from .round_card import RoundCard
+from .serving_metrics import SERVING
 from .store_browser import StoreBrowser
 from .style import STYLESHEET
 from .time_travel import TimeTravelBar
@@ -96,6 +97,7 @@ class Dashboard(Viewer):
         self._unsubscribe: Callable[[], None] | None = None
         self._push_lock = threading.Lock()
         self._push_pending_since: float | None = None  # when the refresh waiting to run was scheduled
+        self._served = False  # counted among the server's sessions (rdzv.ui.serving_metrics)
         #: Refreshes run because the monitor told this page of a change.
         self.pushes = 0
         #: Refreshes the clock ran because a change's scheduled refresh never ran.
@@ -169,6 +171,8 @@ class Dashboard(Viewer):
             self._callback = _SessionCallback(document, self._each_second, TICK_SECONDS)
             pn.state.onload(self._page_loaded)
             pn.state.on_session_destroyed(lambda _context: self.stop())
+            self._served = True
+            SERVING.session_opened()
         else:
             self._callback = pn.state.add_periodic_callback(self.refresh, period=self.poll_ms)
 
@@ -215,10 +219,14 @@ class Dashboard(Viewer):
             self._push_pending_since = None
 
     def _pushed(self) -> None:
-        self._clear_pending()  # changes arriving from now on schedule another refresh
+        with self._push_lock:  # changes arriving from now on schedule another refresh
+            told, self._push_pending_since = self._push_pending_since, None
         self.pushes += 1
+        began = time.monotonic()
         with self._one_message():
             self.refresh()
+        if told is not None:
+            SERVING.pushed(began - told, time.monotonic() - began)
 
     def _one_message(self):
         """On the server's loop, with the session's document locked: what the views change
@@ -245,6 +253,7 @@ class Dashboard(Viewer):
                 self._push_pending_since = None
         if lost:
             self.lost_pushes += 1
+            SERVING.push_lost()
             logger.warning(LOST_PUSH_WARNING, LOST_PUSH_SECONDS)
         with self._one_message():
             if self.monitor.version != self._shown_version and (lost or since is None):
@@ -257,6 +266,9 @@ class Dashboard(Viewer):
         callback, self._callback = self._callback, None
         if callback is not None:
             callback.stop()
+        if self._served:
+            self._served = False
+            SERVING.session_closed()
         unsubscribe, self._unsubscribe, self._document, self._io_loop = self._unsubscribe, None, None, None
         if unsubscribe is not None:
             unsubscribe()

@@ -80,6 +80,7 @@ def exposition(config: DashboardConfig) -> bytes:
 
     from ..metrics import MonitorCollector
     from ..monitor import get_monitor
+    from .serving_metrics import serving_collector
 
     target, settings = config.target, config.settings
     if config.demo:
@@ -90,6 +91,7 @@ def exposition(config: DashboardConfig) -> bytes:
     monitor = get_monitor(target)
     registry = CollectorRegistry()
     registry.register(MonitorCollector(lambda: [monitor], settings))
+    registry.register(serving_collector())
     return generate_latest(registry)
 
 

@@ -88,6 +88,12 @@ reads the state about once a second and only then sends its due keep-alive."""
 CLOCK_TOLERANCE = timedelta(seconds=1)
 """How far in this machine's future a heartbeat may be stamped before it is clock skew."""
 
+NAMED_WRITERS = 4
+"""Up to this many nodes keeping alive on time, a finding names the one whose keep-alive removes
+the dead, and when it is due. With more, the next writer changes with nearly every write (a
+1,000-node job writes hundreds of times a second), so the finding says only how soon at the
+latest, in words that stay the same from one keep-alive to the next."""
+
 _SEVERITY_RANK = {severity: index for index, severity in enumerate(SEVERITIES)}
 _CODE_RANK = {code: index for index, code in enumerate(CODES)}
 _NAMES_SHOWN = 3
@@ -509,14 +515,25 @@ class _Diagnosis:
                 best = (wait, node)
         return None if best is None else (best[1], after + timedelta(seconds=best[0]))
 
-    def _remover(self, target: datetime) -> tuple[str, datetime] | None:
-        """Who removes nodes dead at ``target``, and when: the first write after it by a node
-        heard from on time (else by a late one, if it writes again)."""
+    def _removal(self, target: datetime, after: str) -> tuple[str, datetime | None] | None:
+        """How nodes dead at ``target`` are removed: by the first state write after it of a node
+        heard from on time (else of a late one, if it writes again), in words that follow "removes
+        them", and when that write is due (``None`` when more than :data:`NAMED_WRITERS` nodes
+        keep alive on time: one of them writes within an interval). ``after`` names ``target``
+        in those words (``""`` for now). ``None``: no node is left to write."""
         silent = set(self.dead)
         if self.live > len(self.late):
             silent.update(self.late)
+            writers = self.live - len(self.late)
+            if writers > NAMED_WRITERS:
+                interval = _span(self.settings.keep_alive_interval)
+                return (f"within {interval}{after} at the latest: each of the {writers} nodes heard from on time "
+                        f"writes a keep-alive every {interval}"), None
         writer = self._next_write(target, silent)
-        return None if writer is None else (_name(writer[0]), writer[1])
+        if writer is None:
+            return None
+        node, when = writer
+        return f"at the latest {_name(node)}'s keep-alive due about {utc_time(when)}", when
 
     def _dead(self) -> Finding:
         """``_sanitize``: a node whose last heartbeat is older than interval x attempts is dead and
@@ -535,14 +552,14 @@ class _Diagnosis:
                 nodes=nodes)
         message = (f"{self._silence(nodes)}, longer than the {expiry} after which torch counts a node as dead "
                    f"({self._keep_alive_text()}).")
-        remover = self._remover(self.now)
-        if remover is None:
+        removal = self._removal(self.now, "")
+        if removal is None:
             return Finding(
                 "stale-heartbeat", "error", message,
                 f"No live node is left to remove {it}: nothing changes until a new agent joins this run (its first "
                 f"write removes the dead, _sanitize) or etcd deletes the state {_span(self.ttl)} after its last write.",
                 nodes=nodes)
-        writer, when = remover
+        how, when = removal
         consequence = ""
         if any(node in snapshot.participants for node in nodes):
             if snapshot.complete:
@@ -554,8 +571,7 @@ class _Diagnosis:
                                "call is cancelled (_remove_participant_epilogue)")
         return Finding(
             "stale-heartbeat", "warning", message,
-            f"The next state write by a live node removes {it} (_sanitize), at the latest {writer}'s keep-alive due "
-            f"about {utc_time(when)}{consequence}.",
+            f"The next state write by a live node removes {it} (_sanitize), {how}{consequence}.",
             at=when if self.keep_alive_known else None, nodes=nodes)
 
     def _late(self) -> Finding:
@@ -568,12 +584,10 @@ class _Diagnosis:
         first = "it counts" if count == 1 else "the first counts"
         message = (f"{self._silence(nodes)}, though one is due every {_span(self.settings.keep_alive_interval)}: "
                    f"{first} as dead at {utc_time(dead_at)} ({self._keep_alive_text()}).")
-        remover = self._remover(dead_at)
-        if remover is not None and self.live > count:
-            writer, when = remover
+        removal = self._removal(dead_at, " of that")
+        if removal is not None and self.live > count:
             next_ = (f"If {_they(count)} {_verb(count, 'stays', 'stay')} silent, the first state write after that "
-                     f"removes {_them(count)} (_sanitize), at the latest {writer}'s keep-alive due about "
-                     f"{utc_time(when)}.")
+                     f"removes {_them(count)} (_sanitize), {removal[0]}.")
         else:
             next_ = (f"Every other node is silent too: if {_they(count)} {_verb(count, 'stays', 'stay')} silent, no "
                      f"live node is left to remove {_them(count)}.")

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from conftest import subprocess_env
 
-from rdzv.diagnosis import CODES, STATE_TTL, Finding, diagnose, headline
+from rdzv.diagnosis import CODES, NAMED_WRITERS, STATE_TTL, Finding, diagnose, headline
 from rdzv.rendezvous_settings import RendezvousSettings
 from rdzv.state import Node, RendezvousSnapshot, UndecodableStateError, decode_state
 
@@ -249,6 +249,34 @@ def test_dead_nodes_are_removed_by_the_next_write_of_a_live_node():
     assert stale.at == NOW + timedelta(seconds=3)  # B, heard 2 s ago, keeps alive every 5 s
     assert "host-b_101_0's keep-alive due about 12:00:03 UTC" in stale.next
     assert "does not end round 1" in stale.next and "111646" in stale.next
+
+
+def test_with_many_nodes_keeping_alive_the_removal_reads_the_same_from_one_keep_alive_to_the_next():
+    """Past NAMED_WRITERS nodes keeping alive on time, the next writer changes with nearly every
+    write: the dead and late findings then say how soon at the latest, not who and when, so what
+    the page shows stays put while the job heartbeats (1,000 nodes write 200 times a second)."""
+    writers = [Node(f"worker-{index}", 300 + index, 0) for index in range(NAMED_WRITERS + 2)]
+    participants = {node: rank for rank, node in enumerate([*writers, C, D])}
+    seen = []
+    for step in range(len(writers)):
+        # Each step one more writer has just kept alive: the next one due is always another node.
+        snapshot = RendezvousSnapshot(round=1, complete=True, participants=participants, last_heartbeats={
+            **{node: ago(0.5 if index < step else 1 + index * 0.5) for index, node in enumerate(writers)},
+            C: ago(16), D: ago(8)})
+        findings = [f for f in diagnose(snapshot, KNOWN, NOW) if f.code == "stale-heartbeat"]
+        dead, late = (next(f for f in findings if f.nodes == (node,)) for node in (C, D))
+        assert dead.at is None and late.at == ago(8) + timedelta(seconds=15)
+        seen.append((dead.next, late.next))
+    assert len(set(seen)) == 1, seen
+    dead_next, late_next = seen[0]
+    assert (f"removes it (_sanitize), within 5 s at the latest: each of the {len(writers)} nodes heard from on "
+            "time writes a keep-alive every 5 s; removing a participant does not end round 1") in dead_next
+    assert "the first state write after that removes it (_sanitize), within 5 s of that at the latest" in late_next
+    assert "worker-" not in dead_next + late_next
+    # With few writers the finding still names the next one, as above.
+    few = RendezvousSnapshot(round=1, complete=True, participants={A: 0, C: 1},
+                             last_heartbeats=beats((A, 2), (C, 16)))
+    assert "host-a_100_0's keep-alive due about 12:00:03 UTC" in only(diagnose(few, KNOWN, NOW), "stale-heartbeat").next
 
 
 def test_every_node_dead_is_an_error_nobody_is_left_to_fix():

@@ -104,15 +104,14 @@ def histogram_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str
 
 @contextmanager
 def served_app(app: Path, args: Sequence[str], *, name: str | None = None, root: Path = ROOT,
-               plugins: Sequence[str] = ()) -> Iterator[Served]:
+               options: Sequence[str] = ()) -> Iterator[Served]:
     """``panel serve app --args *args`` on a free port while the block runs; its process group is
     killed after. The page is ``/<app stem>`` (or ``/name``). ``root``: the source tree whose
-    ``rdzv`` the server imports (another checkout, to compare two versions). ``plugins``: Panel
-    plugins' modules (``rdzv.ui.metrics_route`` serves ``/metrics``)."""
+    ``rdzv`` the server imports (another checkout, to compare two versions). ``options``: more of
+    ``panel serve``'s own (``--plugins rdzv.ui.metrics_route`` serves ``/metrics``)."""
     port = free_port()
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", "127.0.0.1",
-               f"--allow-websocket-origin=127.0.0.1:{port}", *(["--plugins", *plugins] if plugins else []),
-               "--args", *args]
+               f"--allow-websocket-origin=127.0.0.1:{port}", *options, "--args", *args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
         env.pop(proxy, None)

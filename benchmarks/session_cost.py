@@ -1,6 +1,8 @@
-"""What one more viewer costs the dashboard server, this tree against another commit, side by side.
+"""What one more viewer costs the dashboard server, this tree against another commit (or served
+by several processes against one), side by side.
 
     python -m benchmarks.session_cost --against REF [--sessions 10] [--rounds 2] [--seconds 30]
+    python -m benchmarks.session_cost --procs N [--sessions 50] ...
 
 One etcd and one 1,000-node load (:mod:`rdzv.demo.load`, keep-alive 5 s: as many writes as one
 writer manages) under ``panel serve app/dashboard.py`` of each tree in turn, rounds interleaved
@@ -13,6 +15,10 @@ then the ratio of the two trees' medians. Few enough sessions that the server is
 
 ``REF`` is checked out into a temporary git worktree (with this tree's compiled
 ``rdzv/_opcode_walk`` copied in), removed afterwards.
+
+``--procs N`` compares this tree served by one process with the same served by
+``panel serve --num-procs N`` (the README's way to serve more viewers): the server's CPU is then
+that of all its processes, and etcd's CPU says what each process's own monitor costs etcd.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import CpuMeter, cpu_seconds_of, unique
+from .common import CpuMeter, cpu_seconds_of, descendants_cpu_seconds, unique
 from .load import ChildLoad
 from .run import BACKEND_QUOTA_BYTES
 from .serving import ROOT, LightSessions, served_app
@@ -34,11 +40,14 @@ from .sessions import KEEP_ALIVE_S, LOAD_NODES
 WARM_UP_S = 3.0
 
 
-def measure(tree: Path, endpoint: str, sessions: int, seconds: float) -> dict[str, float]:
-    """One run of ``tree``'s server with ``sessions`` lightweight sessions on a fresh load."""
+def measure(tree: Path, endpoint: str, sessions: int, seconds: float, procs: int = 1, etcd_pid: int | None = None
+            ) -> dict[str, float]:
+    """One run of ``tree``'s server (``procs`` processes) with ``sessions`` lightweight sessions
+    on a fresh load."""
     prefix, run_id = "/" + unique("session-cost"), "crowd"
     args = ["--endpoint", endpoint, "--run-id", run_id, "--prefix", prefix, "--api", "v3"]
-    with served_app(tree / "app" / "dashboard.py", args, root=tree) as served, \
+    options = ["--num-procs", str(procs)] if procs > 1 else []
+    with served_app(tree / "app" / "dashboard.py", args, root=tree, options=options) as served, \
             ChildLoad(endpoint=endpoint, api="v3", run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
                       keep_alive=KEEP_ALIVE_S, rate=LOAD_NODES / KEEP_ALIVE_S, duration=3600, churn=0.5,
                       admit_after=2 * KEEP_ALIVE_S) as load:
@@ -47,50 +56,67 @@ def measure(tree: Path, endpoint: str, sessions: int, seconds: float) -> dict[st
             light.open(sessions)
             time.sleep(WARM_UP_S)
             before = sum(light.patches)
-            cpu = CpuMeter(lambda: cpu_seconds_of(served.pid)).start()
+            cpu = CpuMeter(lambda: cpu_seconds_of(served.pid) + descendants_cpu_seconds(served.pid, "python")).start()
+            etcd_cpu = CpuMeter(lambda: cpu_seconds_of(etcd_pid)).start()
             time.sleep(seconds)
-            cores = cpu.read() or 0.0
+            cores, etcd_cores = cpu.read() or 0.0, etcd_cpu.read()
             per_session = (sum(light.patches) - before) / sessions / seconds
         finally:
             light.close()
             load.stop()
-    return {"cores": cores, "messages_per_session_s": per_session,
+    return {"cores": cores, "etcd_cores": etcd_cores if etcd_cores is not None else float("nan"),
+            "messages_per_session_s": per_session,
             "ms_per_message": cores * 1000 / (per_session * sessions) if per_session else float("nan")}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.session_cost", description=__doc__.splitlines()[0])
-    parser.add_argument("--against", required=True, metavar="REF", help="the git commit to compare this tree with")
+    compared = parser.add_mutually_exclusive_group(required=True)
+    compared.add_argument("--against", metavar="REF", help="the git commit to compare this tree with")
+    compared.add_argument("--procs", type=int, metavar="N", help="compare one server process with --num-procs N")
     parser.add_argument("--sessions", type=int, default=10, help="lightweight sessions per run (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each tree, interleaved (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, interleaved (default 2)")
     parser.add_argument("--seconds", type=float, default=30.0, help="the measured window of each run (default 30)")
     options = parser.parse_args(argv)
+    if options.procs is not None and options.procs < 2:
+        parser.error("--procs takes 2 or more (the processes compared with one)")
     from rdzv.server import EtcdServer
 
     work = Path(tempfile.mkdtemp(prefix="rdzv-session-cost-"))
     other = work / "tree"
     try:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), options.against],
-                       check=True)
-        for compiled in (ROOT / "rdzv").glob("_opcode_walk*.so"):
-            shutil.copy2(compiled, other / "rdzv")
-        trees = {options.against: other, "this tree": ROOT}
-        results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        if options.against is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), options.against],
+                           check=True)
+            for compiled in (ROOT / "rdzv").glob("_opcode_walk*.so"):
+                shutil.copy2(compiled, other / "rdzv")
+            setups = {options.against: (other, 1), "this tree": (ROOT, 1)}
+        else:
+            setups = {"1 process": (ROOT, 1), f"{options.procs} processes": (ROOT, options.procs)}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
         with EtcdServer(extra_args=[f"--quota-backend-bytes={BACKEND_QUOTA_BYTES}"]) as server:
             for round_ in range(options.rounds):
-                for name, tree in trees.items():
-                    result = measure(tree, server.get_endpoint(), options.sessions, options.seconds)
+                for name, (tree, procs) in setups.items():
+                    result = measure(tree, server.get_endpoint(), options.sessions, options.seconds, procs, server.pid)
                     results[name].append(result)
-                    print(f"round {round_ + 1}, {name}: server {result['cores']:.2f} cores, "
-                          f"{result['messages_per_session_s']:.1f} messages per session a second, "
-                          f"{result['ms_per_message']:.1f} ms of server CPU per message to a session", flush=True)
-        medians = {name: statistics.median(run["ms_per_message"] for run in runs) for name, runs in results.items()}
-        print(f"server CPU per message to a session, median of {options.rounds}: {options.against} "
-              f"{medians[options.against]:.1f} ms, this tree {medians['this tree']:.1f} ms; ratio "
-              f"({options.against} / this tree) {medians[options.against] / medians['this tree']:.2f}")
+                    print(f"round {round_ + 1}, {name}: server {result['cores']:.2f} cores, etcd "
+                          f"{result['etcd_cores']:.2f} cores, {result['messages_per_session_s']:.1f} messages per "
+                          f"session a second, {result['ms_per_message']:.1f} ms of server CPU per message to a "
+                          "session", flush=True)
+        first, second = setups
+        medians = {name: {figure: statistics.median(run[figure] for run in runs) for figure in runs[0]}
+                   for name, runs in results.items()}
+        print(f"median of {options.rounds}, {options.sessions} sessions: " + "; ".join(
+            f"{name} {m['ms_per_message']:.1f} ms of server CPU per message, {m['messages_per_session_s']:.1f} "
+            f"messages per session a second, server {m['cores']:.2f} cores, etcd {m['etcd_cores']:.2f} cores"
+            for name, m in medians.items()))
+        print(f"ratio ({first} / {second}): server CPU per message "
+              f"{medians[first]['ms_per_message'] / medians[second]['ms_per_message']:.2f}, messages per session "
+              f"{medians[first]['messages_per_session_s'] / medians[second]['messages_per_session_s']:.2f}")
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False,
-                       capture_output=True)
+        if options.against is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False,
+                           capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

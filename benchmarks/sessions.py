@@ -43,6 +43,8 @@ TARGET_CORES = 1.0
 QUIET_TARGET_CORES = 0.05  # #16: 50 sessions, etcd quiet: the server's CPU "near zero"
 LOAD_NODES = 1000
 KEEP_ALIVE_S = 5.0
+METRICS_PLUGIN = ["--plugins", "rdzv.ui.metrics_route"]
+"""``panel serve``'s option that serves the dashboard server's own ``/metrics`` (its push delays)."""
 # Bokeh discards a session unused for 15 s (--unused-session-lifetime), checking every 17 s
 # (--check-unused-sessions): after this long every closed session is gone.
 RELEASE_WAIT_S = 40.0
@@ -131,7 +133,7 @@ def many_viewers(bench: Bench, counts: list[int], window: float, rate: float, re
     args = ["--endpoint", bench.endpoint, "--run-id", run_id, "--prefix", prefix, "--api", api]
     light = None
     try:
-        with served_app(DASHBOARD_APP, args, plugins=["rdzv.ui.metrics_route"]) as served, chromium() as browser:
+        with served_app(DASHBOARD_APP, args, options=METRICS_PLUGIN) as served, chromium() as browser:
             load = ChildLoad(endpoint=bench.endpoint, api=api, run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
                              keep_alive=KEEP_ALIVE_S, rate=rate, duration=3600, churn=0.5,
                              admit_after=2 * KEEP_ALIVE_S)

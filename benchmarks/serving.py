@@ -135,6 +135,26 @@ def served_app(app: Path, args: Sequence[str], *, name: str | None = None, root:
         process.stdout.close()
 
 
+@contextmanager
+def checked_out(ref: str) -> Iterator[Path]:
+    """``ref`` checked out into a temporary git worktree (with this tree's compiled
+    ``rdzv/_opcode_walk`` copied in), to serve with :func:`served_app`'s ``root``; removed after."""
+    import shutil
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="rdzv-bench-tree-"))
+    tree = work / "tree"
+    try:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), ref], check=True)
+        for compiled in (ROOT / "rdzv").glob("_opcode_walk*.so"):
+            shutil.copy2(compiled, tree / "rdzv")
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False,
+                       capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _wait_listening(process: subprocess.Popen, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -24,17 +24,15 @@ that of all its processes, and etcd's CPU says what each process's own monitor c
 from __future__ import annotations
 
 import argparse
-import shutil
+import contextlib
 import statistics
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from .common import CpuMeter, cpu_seconds_of, descendants_cpu_seconds, unique
 from .load import ChildLoad
 from .run import BACKEND_QUOTA_BYTES
-from .serving import ROOT, LightSessions, served_app
+from .serving import ROOT, LightSessions, checked_out, served_app
 from .sessions import KEEP_ALIVE_S, LOAD_NODES
 
 WARM_UP_S = 3.0
@@ -82,14 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--procs takes 2 or more (the processes compared with one)")
     from rdzv.server import EtcdServer
 
-    work = Path(tempfile.mkdtemp(prefix="rdzv-session-cost-"))
-    other = work / "tree"
-    try:
+    with contextlib.ExitStack() as stack:
         if options.against is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(other), options.against],
-                           check=True)
-            for compiled in (ROOT / "rdzv").glob("_opcode_walk*.so"):
-                shutil.copy2(compiled, other / "rdzv")
+            other = stack.enter_context(checked_out(options.against))
             setups = {options.against: (other, 1), "this tree": (ROOT, 1)}
         else:
             setups = {"1 process": (ROOT, 1), f"{options.procs} processes": (ROOT, options.procs)}
@@ -103,21 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                           f"{result['etcd_cores']:.2f} cores, {result['messages_per_session_s']:.1f} messages per "
                           f"session a second, {result['ms_per_message']:.1f} ms of server CPU per message to a "
                           "session", flush=True)
-        first, second = setups
-        medians = {name: {figure: statistics.median(run[figure] for run in runs) for figure in runs[0]}
-                   for name, runs in results.items()}
-        print(f"median of {options.rounds}, {options.sessions} sessions: " + "; ".join(
-            f"{name} {m['ms_per_message']:.1f} ms of server CPU per message, {m['messages_per_session_s']:.1f} "
-            f"messages per session a second, server {m['cores']:.2f} cores, etcd {m['etcd_cores']:.2f} cores"
-            for name, m in medians.items()))
-        print(f"ratio ({first} / {second}): server CPU per message "
-              f"{medians[first]['ms_per_message'] / medians[second]['ms_per_message']:.2f}, messages per session "
-              f"{medians[first]['messages_per_session_s'] / medians[second]['messages_per_session_s']:.2f}")
-    finally:
-        if options.against is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], check=False,
-                           capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+    first, second = setups
+    medians = {name: {figure: statistics.median(run[figure] for run in runs) for figure in runs[0]}
+               for name, runs in results.items()}
+    print(f"median of {options.rounds}, {options.sessions} sessions: " + "; ".join(
+        f"{name} {m['ms_per_message']:.1f} ms of server CPU per message, {m['messages_per_session_s']:.1f} "
+        f"messages per session a second, server {m['cores']:.2f} cores, etcd {m['etcd_cores']:.2f} cores"
+        for name, m in medians.items()))
+    print(f"ratio ({first} / {second}): server CPU per message "
+          f"{medians[first]['ms_per_message'] / medians[second]['ms_per_message']:.2f}, messages per session "
+          f"{medians[first]['messages_per_session_s'] / medians[second]['messages_per_session_s']:.2f}")
     return 0
 
 

@@ -289,3 +289,42 @@ def test_the_selected_run_is_scrolled_into_view_and_a_user_scroll_is_kept(etcd_s
                 kv.delete(layout.state_key(run_id))
     finally:
         context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_a_patched_cell_is_drawn_again_in_a_table_without_a_clock(etcd_server, served, browser):
+    """Changing a value in the store patches its row's cells (same rows): the page draws the rows
+    on screen again (tables.REDRAW_TABLE_JS), without BokehJS's whole update of the table (which
+    re-fits every column, most of what a change of a big table costs the page), and the store
+    table has no page clock that would redraw it anyway."""
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+
+    layout = served.layout
+    context = browser.new_context()
+    try:
+        with etcd_server.kv(api="v3") as kv:
+            kv.put(layout.state_key("job"), torch_state_b64({("patched-a", 1, 0): 0}))
+            kv.put(f"{layout.store_prefix}/patched-key", "first-value")
+            tab = context.new_page()
+            served.open(tab)
+            expect(tab.get_by_text("first-value", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            board = served.boards[-1]
+            wait_for(lambda: board._page_ready, "the page's document_ready reaching the server")
+            tab.evaluate("""() => {
+              window.rdzvWholeUpdates = 0;
+              for (const doc of Bokeh.documents) for (const model of doc.all_models) {
+                if (model.type === "DataTable") model.view.change.connect(() => window.rdzvWholeUpdates++);
+              }
+            }""")
+            rows = len(board.store.source.data["key"])
+            kv.put(f"{layout.store_prefix}/patched-key", "second-value")
+            expect(tab.get_by_text("second-value", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            expect(tab.get_by_text("first-value", exact=True)).to_have_count(0, timeout=WAIT_MS)
+            assert len(board.store.source.data["key"]) == rows
+            assert tab.evaluate("() => window.rdzvWholeUpdates") == 0
+            kv.delete(layout.state_key("job"))
+            kv.delete(f"{layout.store_prefix}/patched-key")
+    finally:
+        context.close()

@@ -29,6 +29,7 @@ from bokeh.models import CustomJS, DataTable, HTMLTemplateFormatter
 
 from .. import time_marks
 from ..text import NO_VALUE, utc_now
+from .tables import REDRAW_TABLE_JS
 
 AS_OF_FIELD = "as_of_ms"
 """The source column holding the moment a row is aged at (NaN: the clock, live)."""
@@ -99,18 +100,19 @@ if (!window.rdzvMarkTimer) {{
 }}
 """
 
-_FOLLOW_JS = _MARK_TICKER_JS + """
-if (cb_obj === table) {
+_FOLLOW_JS = _MARK_TICKER_JS + f"""
+if (cb_obj === table) {{
   const now = Date.now();
   const readings = (window.rdzvServerClockReadings || []).filter(([at]) => now - at < 600000).slice(-9);
   readings.push([now, table.tags[0] - now]);
   window.rdzvServerClockReadings = readings;
   window.rdzvServerClockOffsetMs = Math.max(...readings.map(([, offset]) => offset));
-}
-const timers = window.rdzvClockTimers || (window.rdzvClockTimers = {});
-if (!(table.id in timers)) {
-  timers[table.id] = setInterval(() => view.change.emit(), 1000);
-}
+}}
+const timers = window.rdzvClockTimers || (window.rdzvClockTimers = {{}});
+if (!(table.id in timers)) {{
+  const redraw = {REDRAW_TABLE_JS};
+  timers[table.id] = setInterval(() => redraw(table, view), 1000);
+}}
 """
 
 

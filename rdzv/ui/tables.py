@@ -14,15 +14,31 @@ from bokeh.models import CellFormatter, ColumnDataSource, CustomJS, DataTable, S
 HEADER_HEIGHT = 30
 ROW_HEIGHT = 26
 
-KEEP_FOCUS_JS = """
+REDRAW_TABLE_JS = """(table, view) => {
+  // SlickGrid reads each cell from the source as it draws it, so the rows on screen need only
+  // be drawn again. BokehJS's whole update (view.change) also re-fits every column to the page,
+  // which makes the browser recompute its styles: most of what a change of a big table costs
+  // the page. Only a sorted grid, or one whose rows BokehJS has yet to count again, needs it.
+  const grids = Array.from(window.Bokeh ? Bokeh.index.find(table) : []);
+  if (grids.length === 0 || grids.some((grid) => grid.grid == null || grid.data == null
+      || grid.grid.getSortColumns().length > 0 || grid.data.getLength() !== view.indices.count)) {
+    view.change.emit();
+  } else {
+    for (const grid of grids) grid.grid.invalidate();
+  }
+}"""
+"""A JavaScript function that draws a DataTable's rows again (``table``, its CDSView ``view``)
+after its source changed without BokehJS redrawing it."""
+
+KEEP_FOCUS_JS = f"""
 // Until the change being applied is done (a microtask later), focus() does nothing.
-if (!window.rdzv_focus_held) {
+if (!window.rdzv_focus_held) {{
   const focus = HTMLElement.prototype.focus;
   window.rdzv_focus_held = true;
-  HTMLElement.prototype.focus = function () {};
-  queueMicrotask(() => { HTMLElement.prototype.focus = focus; window.rdzv_focus_held = false; });
-}
-if (redraw) view.change.emit();
+  HTMLElement.prototype.focus = function () {{}};
+  queueMicrotask(() => {{ HTMLElement.prototype.focus = focus; window.rdzv_focus_held = false; }});
+}}
+if (redraw) ({REDRAW_TABLE_JS})(table, view);
 """
 """A table's change callback (``redraw``: also redraw it): no element takes the keyboard while
 the change is applied (BokehJS re-applies a table's selection on each redraw, and SlickGrid
@@ -61,10 +77,11 @@ def text_table(
     # BokehJS 3.9 redraws a DataTable when its number of rows changes, but not when cells are
     # patched or the data is replaced by as many rows; nudging the table's view redraws it
     # (in the browser only, nothing more is sent); no redraw takes the keyboard (KEEP_FOCUS_JS).
-    redraw = CustomJS(args={"view": table.view, "redraw": True}, code=KEEP_FOCUS_JS)
+    redraw = CustomJS(args={"table": table, "view": table.view, "redraw": True}, code=KEEP_FOCUS_JS)
     source.js_on_change("patching", redraw)
     source.js_on_change("data", redraw)
-    source.js_on_change("streaming", CustomJS(args={"view": table.view, "redraw": False}, code=KEEP_FOCUS_JS))
+    source.js_on_change("streaming", CustomJS(args={"table": table, "view": table.view, "redraw": False},
+                                              code=KEEP_FOCUS_JS))
     return table
 
 

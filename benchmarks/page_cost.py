@@ -24,11 +24,31 @@ from typing import Any
 from .common import CpuMeter, descendants_cpu_seconds, unique
 from .load import ChildLoad
 from .run import BACKEND_QUOTA_BYTES
-from .serving import ROOT, checked_out, chromium, open_page, served_app, take_seen, track_revisions
+from .serving import ROOT, checked_out, chromium, open_page, served_app
 from .sessions import KEEP_ALIVE_S, LOAD_NODES
 
 WARM_UP_S = 3.0
 SAMPLING_US = 500
+
+COUNT_REVISIONS_JS = """
+() => {
+  // The newest revision of the selected run's timeline source, counted on its own signals (no
+  // timer of ours runs in the page: the page's own work is what is measured).
+  for (const doc of Bokeh.documents) for (const model of doc.all_models) {
+    if (typeof model.get_column !== "function" || !model.get_column("revision") || !model.get_column("seen_at")) continue;
+    window.rdzvRevisions = 0;
+    let last = -1;
+    const count = () => {
+      const column = model.get_column("revision");
+      const newest = column && column.length ? Number(column[column.length - 1]) : -1;
+      if (newest > last) { last = newest; window.rdzvRevisions++; }
+    };
+    for (const signal of [model.change, model.streaming, model.patching]) signal.connect(count);
+    return true;
+  }
+  return false;
+}
+"""
 
 
 def measure(tree: Path, endpoint: str, rate: float, seconds: float) -> dict[str, float]:
@@ -39,9 +59,10 @@ def measure(tree: Path, endpoint: str, rate: float, seconds: float) -> dict[str,
             ChildLoad(endpoint=endpoint, api="v3", run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
                       keep_alive=KEEP_ALIVE_S, rate=rate, duration=3600, churn=0.0) as load:
         page, _ = open_page(browser, served.url, run_id)
-        track_revisions(page)
+        if not page.evaluate(COUNT_REVISIONS_JS):
+            raise RuntimeError("the page has no timeline source to count revisions on")
         time.sleep(WARM_UP_S)
-        take_seen(page)
+        counted = page.evaluate("() => window.rdzvRevisions")
         profiler = page.context.new_cdp_session(page)
         profiler.send("Profiler.enable")
         profiler.send("Profiler.setSamplingInterval", {"interval": SAMPLING_US})
@@ -50,7 +71,7 @@ def measure(tree: Path, endpoint: str, rate: float, seconds: float) -> dict[str,
         time.sleep(seconds)
         cores = cpu.read() or 0.0
         profile = profiler.send("Profiler.stop")["profile"]
-        shown = len(take_seen(page)) / seconds
+        shown = (page.evaluate("() => window.rdzvRevisions") - counted) / seconds
         load.stop()
     return {"chromium_cores": cores, "main_thread_busy": _busy_share(profile), "revisions_at_page_s": shown}
 

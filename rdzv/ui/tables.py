@@ -75,8 +75,8 @@ def text_table(
         **{"height": HEADER_HEIGHT + 2 * ROW_HEIGHT + 2, **options},
     )
     # BokehJS 3.9 redraws a DataTable when its number of rows changes, but not when cells are
-    # patched or the data is replaced by as many rows; nudging the table's view redraws it
-    # (in the browser only, nothing more is sent); no redraw takes the keyboard (KEEP_FOCUS_JS).
+    # patched or the data is replaced by as many rows; the page then draws the rows on screen
+    # again (REDRAW_TABLE_JS; nothing more is sent); no redraw takes the keyboard (KEEP_FOCUS_JS).
     redraw = CustomJS(args={"table": table, "view": table.view, "redraw": True}, code=KEEP_FOCUS_JS)
     source.js_on_change("patching", redraw)
     source.js_on_change("data", redraw)

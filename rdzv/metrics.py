@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from .monitor import DECODE_BUCKETS, Monitor, diagnose_view, estimated_write_time
+from .monitor import Monitor, diagnose_view, estimated_write_time
 from .nodes import node_rows
 from .rendezvous_settings import RendezvousSettings
 from .text import utc_now
@@ -65,11 +65,7 @@ class MonitorCollector(Collector):
         for monitor in self._monitors():
             where = [monitor.endpoint, monitor.prefix or "/"]
             connected.add_metric(where, 1.0 if monitor.connection.state in ("connected", "recovered") else 0.0)
-            counts, total = monitor.decode_times.snapshot()
-            cumulative, buckets = 0, []
-            for bound, count in zip((*map(str, DECODE_BUCKETS), "+Inf"), counts):
-                cumulative += count
-                buckets.append((bound, cumulative))
+            buckets, _count, total = monitor.decode_times.buckets()
             decode.add_metric(where, buckets, total)
             for run in monitor.runs().values():
                 labels = [run.run_id, run.api]

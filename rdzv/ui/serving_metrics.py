@@ -17,35 +17,15 @@ Nothing here imports Panel or prometheus_client until a scrape asks for the coll
 
 from __future__ import annotations
 
-import bisect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+
+from ..monitor.stats import Durations
 
 __all__ = ["SERVING", "ServingMetrics", "serving_collector"]
 
 PUSH_DELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REFRESH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class _Durations:
-    """A histogram's counts: how many durations fell at or under each bound, and their sum."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)  # the last: over every bound
-        self.total = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
-        self.total += seconds
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        """Prometheus' buckets: ``(le, count at or under it)``, ending with ``+Inf``."""
-        running, buckets = 0, []
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            running += count
-            buckets.append((bound, running))
-        return buckets
 
 
 class ServingMetrics:
@@ -56,8 +36,8 @@ class ServingMetrics:
         self._lock = threading.Lock()
         self._sessions = 0
         self._lost = 0
-        self._push_delay = _Durations(PUSH_DELAY_BUCKETS)
-        self._refresh = _Durations(REFRESH_BUCKETS)
+        self._push_delay = Durations(PUSH_DELAY_BUCKETS)
+        self._refresh = Durations(REFRESH_BUCKETS)
 
     def session_opened(self) -> None:
         with self._lock:
@@ -71,8 +51,8 @@ class ServingMetrics:
         """A page's refresh for a change ran ``delay_seconds`` after the monitor told the page,
         and took ``refresh_seconds``."""
         with self._lock:
-            self._push_delay.add(max(0.0, delay_seconds))
-            self._refresh.add(max(0.0, refresh_seconds))
+            self._push_delay.observe(max(0.0, delay_seconds))
+            self._refresh.observe(max(0.0, refresh_seconds))
 
     def push_lost(self) -> None:
         with self._lock:
@@ -82,8 +62,7 @@ class ServingMetrics:
         """``sessions``, ``lost_pushes``, and per histogram (``push_delay``, ``refresh``) its
         cumulative ``buckets``, ``count`` and ``sum``."""
         with self._lock:
-            histograms = {name: {"buckets": durations.cumulative(), "count": sum(durations.counts),
-                                 "sum": durations.total}
+            histograms = {name: dict(zip(("buckets", "count", "sum"), durations.buckets(), strict=True))
                           for name, durations in (("push_delay", self._push_delay), ("refresh", self._refresh))}
             return {"sessions": self._sessions, "lost_pushes": self._lost, **histograms}
 

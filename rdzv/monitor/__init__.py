@@ -11,7 +11,7 @@ from __future__ import annotations
 from .describe import ESTIMATE_MARK, change_sentences, revision_kind, revision_time
 from .export import export_revisions
 from .history import estimated_write_time
-from .stats import DECODE_BUCKETS, DecodeTimes
+from .stats import DECODE_BUCKETS, DecodeTimes, Durations
 from .model import ConnectionStatus, Revision, RunView, StoreItem, diagnose_view, entry_at
 from .monitor import Monitor
 from .read_history import RunHistory, RunNotFoundError, history_of, read_run_history
@@ -21,6 +21,7 @@ from .registry import get_monitor, shared_monitors, stop_monitors
 __all__ = [
     "DECODE_BUCKETS",
     "DecodeTimes",
+    "Durations",
     "estimated_write_time",
     "ESTIMATE_MARK",
     "change_sentences",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from ..monitor.stats import Durations
+from ..monitor import Durations
 
 __all__ = ["SERVING", "ServingMetrics", "serving_collector"]
 

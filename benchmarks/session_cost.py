@@ -10,7 +10,9 @@ writer manages) under ``panel serve app/dashboard.py`` of each tree in turn, rou
 (:class:`benchmarks.serving.LightSessions`, no browser: the machine's CPU goes to the server, the
 load and etcd). For each run: the server's CPU (cores), the messages each session received a
 second, and their quotient, the server's CPU per message sent to a session in milliseconds;
-then the ratio of the two trees' medians. Few enough sessions that the server is not saturated
+and, from the server's own ``/metrics`` (:mod:`rdzv.ui.serving_metrics`), how long a session's
+refresh waited for the server's loop and how long it took (means); then the ratio of the two
+trees' medians. Few enough sessions that the server is not saturated
 (10 on a 2-core machine), so each change reaches every session and the quotient is its cost.
 
 ``REF`` is checked out into a temporary git worktree (with this tree's compiled
@@ -32,8 +34,8 @@ from pathlib import Path
 from .common import CpuMeter, cpu_seconds_of, descendants_cpu_seconds, unique
 from .load import ChildLoad
 from .run import BACKEND_QUOTA_BYTES
-from .serving import ROOT, LightSessions, checked_out, served_app
-from .sessions import KEEP_ALIVE_S, LOAD_NODES
+from .serving import ROOT, LightSessions, checked_out, histogram_between, served_app
+from .sessions import KEEP_ALIVE_S, LOAD_NODES, METRICS_PLUGIN
 
 WARM_UP_S = 3.0
 
@@ -44,7 +46,7 @@ def measure(tree: Path, endpoint: str, sessions: int, seconds: float, procs: int
     on a fresh load."""
     prefix, run_id = "/" + unique("session-cost"), "crowd"
     args = ["--endpoint", endpoint, "--run-id", run_id, "--prefix", prefix, "--api", "v3"]
-    options = ["--num-procs", str(procs)] if procs > 1 else []
+    options = [*METRICS_PLUGIN, *(["--num-procs", str(procs)] if procs > 1 else [])]
     with served_app(tree / "app" / "dashboard.py", args, root=tree, options=options) as served, \
             ChildLoad(endpoint=endpoint, api="v3", run_id=run_id, prefix=prefix, nodes=LOAD_NODES,
                       keep_alive=KEEP_ALIVE_S, rate=LOAD_NODES / KEEP_ALIVE_S, duration=3600, churn=0.5,
@@ -54,16 +56,21 @@ def measure(tree: Path, endpoint: str, sessions: int, seconds: float, procs: int
             light.open(sessions)
             time.sleep(WARM_UP_S)
             before = sum(light.patches)
+            counted_before = served.serving_metrics()
             cpu = CpuMeter(lambda: cpu_seconds_of(served.pid) + descendants_cpu_seconds(served.pid, "python")).start()
             etcd_cpu = CpuMeter(lambda: cpu_seconds_of(etcd_pid)).start()
             time.sleep(seconds)
             cores, etcd_cores = cpu.read() or 0.0, etcd_cpu.read()
             per_session = (sum(light.patches) - before) / sessions / seconds
+            counted = served.serving_metrics()
+            delay, refresh = (histogram_between(counted_before[name], counted[name]) for name in ("push_delay", "refresh"))
         finally:
             light.close()
             load.stop()
     return {"cores": cores, "etcd_cores": etcd_cores if etcd_cores is not None else float("nan"),
             "messages_per_session_s": per_session,
+            "push_delay_ms": (delay["mean_s"] or float("nan")) * 1000,
+            "refresh_ms": (refresh["mean_s"] or float("nan")) * 1000,
             "ms_per_message": cores * 1000 / (per_session * sessions) if per_session else float("nan")}
 
 
@@ -95,17 +102,21 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {round_ + 1}, {name}: server {result['cores']:.2f} cores, etcd "
                           f"{result['etcd_cores']:.2f} cores, {result['messages_per_session_s']:.1f} messages per "
                           f"session a second, {result['ms_per_message']:.1f} ms of server CPU per message to a "
-                          "session", flush=True)
+                          f"session; a refresh waited {result['push_delay_ms']:.0f} ms for the loop and took "
+                          f"{result['refresh_ms']:.1f} ms (means)", flush=True)
     first, second = setups
     medians = {name: {figure: statistics.median(run[figure] for run in runs) for figure in runs[0]}
                for name, runs in results.items()}
     print(f"median of {options.rounds}, {options.sessions} sessions: " + "; ".join(
         f"{name} {m['ms_per_message']:.1f} ms of server CPU per message, {m['messages_per_session_s']:.1f} "
-        f"messages per session a second, server {m['cores']:.2f} cores, etcd {m['etcd_cores']:.2f} cores"
+        f"messages per session a second, server {m['cores']:.2f} cores, etcd {m['etcd_cores']:.2f} cores, "
+        f"refresh waited {m['push_delay_ms']:.0f} ms and took {m['refresh_ms']:.1f} ms"
         for name, m in medians.items()))
     print(f"ratio ({first} / {second}): server CPU per message "
           f"{medians[first]['ms_per_message'] / medians[second]['ms_per_message']:.2f}, messages per session "
-          f"{medians[first]['messages_per_session_s'] / medians[second]['messages_per_session_s']:.2f}")
+          f"{medians[first]['messages_per_session_s'] / medians[second]['messages_per_session_s']:.2f}, a refresh's "
+          f"wait {medians[first]['push_delay_ms'] / medians[second]['push_delay_ms']:.2f}, a refresh "
+          f"{medians[first]['refresh_ms'] / medians[second]['refresh_ms']:.2f}")
     return 0
 
 

@@ -123,6 +123,38 @@ def test_views_patch_and_stream_instead_of_replacing(etcd_server, unique, monito
 
 
 @pytest.mark.timeout(60)
+def test_every_view_of_a_page_shows_the_one_frame_it_is_refreshed_at(etcd_server, unique, monitor):
+    """The parts of one page never mix two versions of the monitor: a dashboard refreshed at a
+    frame the monitor has since moved past shows that frame in every view, then the newest."""
+    from rdzv.ui.app import Dashboard
+
+    kv = etcd_server.kv(api="v2")
+    prefix = f"/{unique}"
+    version = monitor.version
+    kv.put(run_key(prefix, "job"), torch_state_b64({("early-a", 1, 0): 0}, round_=1))
+    while monitor.run("job") is None:
+        version = wait_past(monitor, version)
+    early = monitor.frame()
+    kv.put(run_key(prefix, "job"), torch_state_b64({("early-a", 1, 0): 0, ("later-b", 2, 0): 1}, round_=2))
+    kv.put(f"{prefix}/store/later-key", "later-value")
+    while len(monitor.store_items()) < 1 or monitor.run("job").snapshot.round != 2:
+        version = wait_past(monitor, version)
+    board = Dashboard(monitor=monitor, run_id="job")
+    assert board.refresh(early) is True
+    assert board.participants.source.data["addr"] == ["early-a"]
+    assert board.fleet.source.data["participants"] == [1] and board.fleet.source.data["round"] == [1]
+    assert board.timeline.source.data["revision"][-1] == early.run("job").revision
+    assert board.store.source.data["key"] == [] and board.round_card._run.snapshot.round == 1
+    assert board.refresh() is True  # the monitor's newest frame
+    assert board.participants.source.data["addr"] == ["early-a", "later-b"]
+    assert board.fleet.source.data["participants"] == [2] and board.fleet.source.data["round"] == [2]
+    assert board.timeline.source.data["revision"][-1] == monitor.run("job").revision
+    assert board.store.source.data["key"] == ["later-key"] and board.round_card._run.snapshot.round == 2
+    board.stop()
+    kv.close()
+
+
+@pytest.mark.timeout(60)
 def test_the_event_log_shows_the_newest_change_first_and_stops_at_the_revision_travelled_to(
         etcd_server, unique, monitor):
     from rdzv.ui.timeline import TimelineView

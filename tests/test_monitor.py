@@ -19,7 +19,7 @@ import pytest
 import urllib3
 
 from rdzv.diff import ChangeKind
-from rdzv.monitor import ConnectionStatus, Monitor, Revision, RunView, StoreItem, get_monitor
+from rdzv.monitor import ConnectionStatus, FrameReader, Monitor, Revision, RunView, StoreItem, get_monitor
 from rdzv.cluster import EtcdCluster
 from rdzv.server import EtcdServer
 from rdzv.state import Node, UndecodableStateError, decode_state_b64
@@ -391,6 +391,44 @@ def test_readers_in_other_threads_see_whole_batches(space):
     assert all(entry.heartbeat_only or ("created", None) in changes_of([entry]) for entry in history)
     # bounded by history_limit: 50 entries, fewer only if the monitor fell behind and coalesced writes
     assert len(history) == 50 or (len(history) < 50 and any(entry.skipped for entry in history))
+
+
+def test_a_frame_holds_one_version_while_the_monitor_moves_on_and_readers_in_turn_share_it(space):
+    monitor = space.monitor("v3", history_limit=4)
+    kv = space.kv("v3")
+    revisions = [space.put_state("v3", "job", state_b64({"a": 0}, beat=beat)).revision for beat in range(2)]
+    kv.put(f"{space.prefix}/store/k", base64.b64encode(b"before").decode())
+    wait_until(monitor, lambda: monitor.run("job") and monitor.run("job").revision == revisions[-1]
+               and monitor.store_items(), what="two revisions and a store key")
+    frame = monitor.frame()
+    assert monitor.frame() is frame and monitor.frame(at_least=frame.version) is frame  # shared while current
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    assert frame.diagnose("job", now=now) is frame.diagnose("job", now=now)  # one answer for every reader
+
+    later = [space.put_state("v3", "job", state_b64({"a": 0, "b": 1}, beat=beat)).revision for beat in range(2, 5)]
+    kv.put(f"{space.prefix}/store/k", base64.b64encode(b"after").decode())
+    kv.put(f"{space.prefix}/store/k2", base64.b64encode(b"new").decode())
+    wait_until(monitor, lambda: monitor.run("job").revision == later[-1] and len(monitor.store_items()) == 2,
+               what="the later writes")
+    # The frame still answers as of its version: its history (read only now, after the history
+    # dropped its oldest entry) ends where it did, and its store and participants are the old ones.
+    assert frame.version < monitor.version
+    assert frame.run("job").revision == revisions[-1] and len(frame.run("job").snapshot.participants) == 1
+    assert [entry.revision for entry in frame.history("job")] == revisions[1:]
+    assert frame.revision_at("job", later[-1]).revision == revisions[-1]
+    assert [item.key for item in frame.store_items()] == ["k"] and frame.store_items()[0].value == b"before"
+    assert [entry.revision for entry in monitor.history("job")] == revisions[1:] + later
+
+    newer = monitor.frame(at_least=frame.version + 1)
+    assert newer is not frame and newer.version == monitor.version and newer.run("job").revision == later[-1]
+    assert monitor.frame(at_least=frame.version) is newer  # the frame taken last serves older asks too
+    reader = FrameReader(monitor)
+    reader.show(frame)
+    assert (reader.version, reader.run("job").revision, reader.connection) == (frame.version, revisions[-1],
+                                                                               frame.connection)
+    assert reader.diagnose("job", now=now) is frame.diagnose("job", now=now)
+    reader.show(newer)
+    assert [entry.revision for entry in reader.history("job")] == revisions[1:] + later
 
 
 # -- decoding: once per value, hostile values never run ---------------------------------------------

@@ -328,3 +328,62 @@ def test_a_patched_cell_is_drawn_again_in_a_table_without_a_clock(etcd_server, s
             kv.delete(f"{layout.store_prefix}/patched-key")
     finally:
         context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_pages_refreshed_in_turn_share_one_frame_and_a_later_change_still_reaches_them(etcd_server, served, browser):
+    """Two pages told of one change are refreshed one after the other on the server's loop. The
+    first takes the monitor's frame; when the monitor has moved on by the time the second's
+    turn comes, the second shows that same frame (and shares the tables worked out from it), then
+    the later change, which both pages end up showing."""
+    from browser_helpers import WAIT_MS
+    from playwright.sync_api import expect
+
+    layout, monitor, boards = served.layout, served.monitor, served.boards
+    context = browser.new_context()
+    try:
+        with etcd_server.kv(api="v3") as kv:
+            kv.put(layout.state_key("job"), torch_state_b64({("frame-a", 1, 0): 0}))
+            tabs = [context.new_page(), context.new_page()]
+            for tab in tabs:
+                served.open(tab)
+                expect(tab.get_by_text("frame-a", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            pages = wait_for(lambda: [board for board in boards if board._page_ready][-2:] if sum(
+                board._page_ready for board in boards) >= 2 else None, "both pages saying they rendered")
+            wait_for(lambda: all(board._shown_version == monitor.version and board._push_pending_since is None
+                                 for board in pages), "both pages showing the monitor's version, nothing pending")
+            first: dict = {}
+            shown: dict[int, list] = {0: [], 1: []}
+
+            def wrap(index: int, board) -> None:
+                pushed = board._pushed
+
+                def run() -> None:
+                    pushed()
+                    run_view = board.reader.run("job")
+                    shown[index].append((board.reader.frame, board.participants._shown_columns))
+                    if not first and run_view is not None and len(run_view.snapshot.participants) == 2:
+                        # The first page refreshed at the change: the monitor moves on before the other's turn.
+                        first.update(index=index, frame=board.reader.frame,
+                                     columns=board.participants._shown_columns)
+                        version = monitor.version
+                        kv.put(layout.state_key("job"), torch_state_b64({("frame-a", 1, 0): 0, ("frame-c", 3, 0): 1}))
+                        assert monitor.wait_for_version(version, 30) > version
+                board._pushed = run
+
+            for index, board in enumerate(pages):
+                wrap(index, board)
+            kv.put(layout.state_key("job"), torch_state_b64({("frame-a", 1, 0): 0, ("frame-b", 2, 0): 1}))
+            for tab in tabs:
+                expect(tab.get_by_text("frame-c", exact=True).first).to_be_visible(timeout=WAIT_MS)
+            assert first, "no page refreshed at the first change"
+            other = shown[1 - first["index"]]
+            assert other and other[0][0] is first["frame"], "the other page did not show the first page's frame"
+            assert other[0][1] is first["columns"], "the other page worked out its own nodes table"
+            assert first["frame"].version < monitor.version
+            wait_for(lambda: all(board.reader.version == monitor.version for board in pages),
+                     "both pages showing the later change")
+            kv.delete(layout.state_key("job"))
+    finally:
+        context.close()

@@ -3,7 +3,9 @@
 ``get_monitor(endpoint)`` returns the process's started :class:`Monitor` for those settings;
 it discovers runs below ``<prefix>/rendezvous/``, keeps a bounded history of decoded
 revisions with their diffs, decodes the job store below ``<prefix>/store/``, and reports
-whether etcd is reachable. No torch, panel or bokeh import.
+whether etcd is reachable. ``monitor.frame()`` holds what it published at one version, for
+viewers that must see one state while it moves on (a :class:`FrameReader` reads the frame it was
+last moved to). No torch, panel or bokeh import.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from .export import export_revisions
 from .history import estimated_write_time
 from .stats import DECODE_BUCKETS, DecodeTimes, Durations
 from .model import ConnectionStatus, Revision, RunView, StoreItem, diagnose_view, entry_at
+from .frame import FrameReader, MonitorFrame
 from .monitor import Monitor
 from .read_history import RunHistory, RunNotFoundError, history_of, read_run_history
 from .replay import ReplayMonitor, replay
@@ -30,7 +33,9 @@ __all__ = [
     "revision_kind",
     "revision_time",
     "ConnectionStatus",
+    "FrameReader",
     "Monitor",
+    "MonitorFrame",
     "Revision",
     "ReplayMonitor",
     "replay",

@@ -6,18 +6,16 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from ..kv import API_VERSIONS, Event, KVError, Target
 from ..diagnosis import Finding
-from ..rendezvous_settings import RendezvousSettings
-from ..state import RendezvousSnapshot
 from .connection import ConnectionTracker
-from .export import export_revisions
+from .frame import MonitorFrame
 from .mirror import ApiMirror, Update
-from .model import ConnectionStatus, Revision, RunView, StoreItem, diagnose_view, entry_at, utc_now
+from .model import ConnectionStatus, utc_now
 from .published import Published
+from .reading import MonitorReading
 from .stats import DecodeTimes
 from .watcher import WATCH_TIMEOUT, ApiWatcher
 
@@ -27,11 +25,7 @@ READ_TIMEOUT = 5.0
 """Seconds a monitor waits for etcd per request unless its target says otherwise: a viewer
 should say \"unreachable\" quickly, unlike a training job."""
 
-DIAGNOSES_KEPT = 256
-"""Answers of :meth:`Monitor.diagnose` kept for viewers asking the same question."""
-
-
-class Monitor:
+class Monitor(MonitorReading):
     """Follows the runs at ``<prefix>/rendezvous/<run_id>`` and the store at ``<prefix>/store/``.
 
     One watcher thread per followed API (``api=None``: every API the server offers — v3,
@@ -39,7 +33,8 @@ class Monitor:
     any thread: :meth:`runs`, :meth:`run`, :meth:`history` and :meth:`store_items` return
     immutable records or fresh lists, never data a watcher is still changing. ``version``
     grows by one per published change (runs, store or connection); poll it, or
-    :meth:`subscribe`. Use :func:`rdzv.monitor.get_monitor` to share one monitor between
+    :meth:`subscribe`. :meth:`frame` holds the data of one version for viewers that read it
+    in turn while the monitor moves on (the read API is :class:`MonitorReading`'s). Use :func:`rdzv.monitor.get_monitor` to share one monitor between
     viewers; creating one directly gives a private, not yet started monitor.
 
     ``target`` is a :class:`~rdzv.kv.Target` or an endpoint string; ``prefix`` and
@@ -88,7 +83,8 @@ class Monitor:
         self._observers: tuple[Callable[..., None], ...] = ()
         self._retired_requests = 0
         self._on_stop: Callable[[Monitor], None] | None = None
-        self._diagnoses: dict[tuple, tuple[Finding, ...]] = {}  # see diagnose()
+        self._diagnoses: dict[tuple, tuple[Finding, ...]] = {}  # see MonitorReading.diagnose()
+        self._frame: MonitorFrame | None = None  # the frame last taken, see frame()
 
     def __repr__(self) -> str:
         return (f"Monitor(endpoint={self.endpoint!r}, prefix={self.prefix!r}, apis={self.apis}, "
@@ -158,74 +154,17 @@ class Monitor:
 
     # -- reading ------------------------------------------------------------------
 
-    @property
-    def version(self) -> int:
-        """Grows by one with each published change; equal versions mean equal data."""
-        return self._data.version
-
-    def runs(self) -> dict[str, RunView]:
-        """run id -> latest view of every run found (a run on both APIs: the live, newest one)."""
-        return self._data.runs()
-
-    def run(self, run_id: str, api: str | None = None) -> RunView | None:
-        """The latest view of ``run_id`` (on ``api``, if given), or ``None`` if never seen."""
-        return self._data.run(run_id, api)
-
-    def settings(self, run_id: str, given: RendezvousSettings | None = None, api: str | None = None
-                 ) -> RendezvousSettings:
-        """The rendezvous settings of ``run_id``: those its handlers published (rdzv's plugins
-        do), over ``given`` (what the viewer was told: torchrun's flags), over torch's defaults."""
-        base = given or RendezvousSettings()
-        published = self._data.settings(run_id, api)
-        return base.merged(published) if published is not None else base
-
-    def published_settings(self, run_id: str, api: str | None = None) -> RendezvousSettings | None:
-        """The settings ``run_id``'s handlers published beside its state (rdzv's plugins do), if any."""
-        return self._data.settings(run_id, api)
-
-    def diagnose(self, run_id: str, given: RendezvousSettings | None = None, now: datetime | None = None,
-                 api: str | None = None) -> tuple[Finding, ...]:
-        """What ``run_id`` is waiting for and what torch does next (:func:`rdzv.diagnosis.diagnose`)
-        at ``now`` (default: the current time), under :meth:`settings`; ``()`` for an unknown run.
-
-        Viewers that ask at the same ``now`` and :attr:`version` share one answer (every open
-        page of a dashboard ticks on the whole second, see ``rdzv.ui.app``)."""
-        key = (run_id, given, now, api, self.version)
-        found = self._diagnoses.get(key) if now is not None else None
-        if found is not None:
-            return found
-        view = self.run(run_id, api)
-        if view is None:
-            return ()
-        found = diagnose_view(view, self.settings(run_id, given, api), now or utc_now())
-        if now is not None:
-            if len(self._diagnoses) >= DIAGNOSES_KEPT:
-                self._diagnoses.clear()
-            self._diagnoses[key] = found
-        return found
-
-    def history(self, run_id: str, api: str | None = None) -> list[Revision]:
-        """The revisions of ``run_id`` seen, oldest first, at most ``history_limit``; [] if unknown."""
-        return self._data.history(run_id, api)
-
-    def revisions_seen(self, run_id: str, api: str) -> tuple[int, int]:
-        """``(revisions of run_id seen on api, of which skipped without decoding)`` since the start."""
-        return self._data.revisions_seen(run_id, api)
-
-    def revision_at(self, run_id: str, revision: int, api: str | None = None) -> Revision | None:
-        """The history entry in force at ``revision``: the newest of ``run_id``'s entries at or
-        before it, or ``None`` when the history holds none that old."""
-        return entry_at(self.history(run_id, api), revision)
-
-    def state_at(self, run_id: str, revision: int, api: str | None = None) -> RendezvousSnapshot | None:
-        """The state of ``run_id`` as it was at ``revision`` (time travel), or ``None`` when the
-        history does not reach back that far or the state was deleted or undecodable then."""
-        entry = self.revision_at(run_id, revision, api)
-        return None if entry is None else entry.snapshot
-
-    def store_items(self) -> list[StoreItem]:
-        """Every store key below ``<prefix>/store/``, decoded, sorted by key."""
-        return self._data.store_items()
+    def frame(self, at_least: int | None = None) -> MonitorFrame:
+        """What the monitor published, held at one version while it moves on: the frame last
+        taken if its version is at least ``at_least`` (default: the current version), else a new
+        one at the current version. Readers asking in turn share one frame, and with it every
+        answer worked out from it (the sessions of a dashboard refreshed one after another)."""
+        with self._lock:
+            frame = self._frame
+            wanted = self.version if at_least is None else at_least
+            if frame is None or frame.version < wanted:
+                frame = self._frame = MonitorFrame(self, self._data.frame(), self.connection)
+            return frame
 
     def wait_for_version(self, version: int, timeout: float) -> int:
         """Block until :attr:`version` exceeds ``version`` or ``timeout`` seconds pass; returns :attr:`version`."""
@@ -246,11 +185,6 @@ class Monitor:
                 setattr(self, listeners, tuple(item for item in getattr(self, listeners) if item is not listener))
 
         return remove
-
-    def export_history(self, run_id: str, fmt: str, api: str | None = None) -> str:
-        """The history of ``run_id`` as ``"csv"`` or ``"json"`` text (see :mod:`rdzv.monitor.export`)."""
-        view = self.run(run_id, api)
-        return export_revisions(run_id, view.api if view else api, self.history(run_id, api), fmt)
 
     # -- reports from watcher threads (WatcherSink) ----------------------------------
 

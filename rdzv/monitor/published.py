@@ -1,4 +1,5 @@
-"""What viewers read: run views, histories and store items, published atomically under one lock."""
+"""What viewers read: run views, histories and store items, published atomically under one lock,
+and held at one version for readers that must see one state while it moves on."""
 
 from __future__ import annotations
 
@@ -18,7 +19,38 @@ def _preferred(views: list[RunView]) -> RunView:
     return max(views, key=lambda view: (not view.deleted, view.updated_at))
 
 
-class Published:
+def _api_of(runs: Mapping[str, RunView], run_id: str, api: str | None) -> str | None:
+    """``api``, or when it is None the API of the view of ``run_id`` shown (None: no such run)."""
+    if api is not None:
+        return api
+    view = runs.get(run_id)
+    return view.api if view is not None else None
+
+
+def _sorted_store(store: Mapping[tuple[str, str], StoreItem]) -> tuple[StoreItem, ...]:
+    return tuple(sorted(store.values(), key=lambda item: (item.key, item.api)))
+
+
+class _RunReaders:
+    """The readers of the run views and settings, shared by :class:`Published` and :class:`PublishedFrame`:
+    mappings replaced whole on each change, so one reference read is a consistent one."""
+
+    _views: Mapping[tuple[str, str], RunView]
+    _runs: Mapping[str, RunView]
+    _settings: Mapping[tuple[str, str], RendezvousSettings]
+
+    def runs(self) -> dict[str, RunView]:
+        return dict(self._runs)
+
+    def run(self, run_id: str, api: str | None = None) -> RunView | None:
+        return self._runs.get(run_id) if api is None else self._views.get((api, run_id))
+
+    def settings(self, run_id: str, api: str | None = None) -> RendezvousSettings | None:
+        api = _api_of(self._runs, run_id, api)
+        return self._settings.get((api, run_id)) if api else None
+
+
+class Published(_RunReaders):
     """The monitor's data as viewers see it.
 
     Watcher threads call :meth:`apply`; any thread reads. Each apply replaces the
@@ -37,6 +69,7 @@ class Published:
         self._store_sorted: tuple[StoreItem, ...] | None = ()
         self._apis: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[int, int]] = {}  # (api, run) -> (revisions, skipped)
+        self._appended: dict[tuple[str, str], int] = {}  # (api, run) -> entries ever appended to its history
         self._settings: Mapping[tuple[str, str], RendezvousSettings] = MappingProxyType({})
 
     # -- writers ----------------------------------------------------------------
@@ -83,6 +116,7 @@ class Published:
             if history is None:
                 history = self._histories[(update.api, entry.run_id)] = deque(maxlen=self.history_limit)
             history.append(entry)
+            self._appended[(update.api, entry.run_id)] = self._appended.get((update.api, entry.run_id), 0) + 1
             seen, skipped = self._seen.get((update.api, entry.run_id), (0, 0))
             self._seen[(update.api, entry.run_id)] = (seen + 1 + entry.skipped, skipped + entry.skipped)
         views = dict(self._views)
@@ -95,39 +129,27 @@ class Published:
 
     # -- readers ----------------------------------------------------------------
 
-    def runs(self) -> dict[str, RunView]:
-        return dict(self._runs)
-
-    def run(self, run_id: str, api: str | None = None) -> RunView | None:
-        if api is None:
-            return self._runs.get(run_id)
-        return self._views.get((api, run_id))
-
     def revisions_seen(self, run_id: str, api: str) -> tuple[int, int]:
         """``(revisions seen, of which skipped without decoding)`` of ``run_id`` on ``api``."""
         with self.condition:
             return self._seen.get((api, run_id), (0, 0))
 
-    def settings(self, run_id: str, api: str | None = None) -> RendezvousSettings | None:
-        if api is None:
-            view = self._runs.get(run_id)
-            api = view.api if view is not None else None
-        return self._settings.get((api, run_id)) if api else None
-
     def history(self, run_id: str, api: str | None = None) -> list[Revision]:
         with self.condition:
-            if api is None:
-                view = self._runs.get(run_id)
-                if view is None:
-                    return []
-                api = view.api
-            return list(self._histories.get((api, run_id), ()))
+            api = _api_of(self._runs, run_id, api)
+            return list(self._histories.get((api, run_id), ())) if api else []
 
     def store_items(self) -> list[StoreItem]:
         with self.condition:
             if self._store_sorted is None:
-                self._store_sorted = tuple(sorted(self._store.values(), key=lambda item: (item.key, item.api)))
+                self._store_sorted = _sorted_store(self._store)
             return list(self._store_sorted)
+
+    def frame(self) -> PublishedFrame:
+        """The data as it is now, held: later changes leave the frame as it was."""
+        with self.condition:
+            return PublishedFrame(self, self.version, self._views, self._runs, self._settings, self._store,
+                                  dict(self._seen), dict(self._appended))
 
     def wait_for_version(self, version: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -138,3 +160,45 @@ class Published:
                     break
                 self.condition.wait(remaining)
             return self.version
+
+
+class PublishedFrame(_RunReaders):
+    """:class:`Published`'s readers, answering as of one version. Cheap to take whatever the
+    history limit: the mappings are shared (never changed once published) and a history is read
+    the first time it is asked for, without the entries appended after the frame was taken."""
+
+    def __init__(self, published: Published, version: int, views: Mapping[tuple[str, str], RunView],
+                 runs: Mapping[str, RunView], settings: Mapping[tuple[str, str], RendezvousSettings],
+                 store: Mapping[tuple[str, str], StoreItem], seen: dict[tuple[str, str], tuple[int, int]],
+                 appended: dict[tuple[str, str], int]) -> None:
+        self.version = version
+        self._published = published
+        self._views, self._runs, self._settings, self._store = views, runs, settings, store
+        self._seen, self._appended = seen, appended
+        self._histories: dict[tuple[str, str], tuple[Revision, ...]] = {}
+        self._store_sorted: tuple[StoreItem, ...] | None = None
+
+    def revisions_seen(self, run_id: str, api: str) -> tuple[int, int]:
+        return self._seen.get((api, run_id), (0, 0))
+
+    def history(self, run_id: str, api: str | None = None) -> list[Revision]:
+        api = _api_of(self._runs, run_id, api)
+        if not api:
+            return []
+        key = (api, run_id)
+        held = self._histories.get(key)
+        if held is None:
+            held = self._histories[key] = self._read_history(key)
+        return list(held)
+
+    def _read_history(self, key: tuple[str, str]) -> tuple[Revision, ...]:
+        published = self._published
+        with published.condition:
+            entries = tuple(published._histories.get(key, ()))
+            later = published._appended.get(key, 0) - self._appended.get(key, 0)
+        return entries[: max(0, len(entries) - later)] if later else entries
+
+    def store_items(self) -> list[StoreItem]:
+        if self._store_sorted is None:
+            self._store_sorted = _sorted_store(self._store)
+        return list(self._store_sorted)

@@ -15,6 +15,7 @@ import panel as pn
 import param
 from panel.viewable import Viewer
 
+from ..monitor import FrameReader, MonitorFrame
 from ..rendezvous_settings import RendezvousSettings
 from ..text import utc_now
 from .close_run import CloseRunAction
@@ -71,16 +72,18 @@ class Dashboard(Viewer):
 
     def __init__(self, **params) -> None:
         super().__init__(**params)
-        run = dict(monitor=self.monitor, run_id=self.run_id)
-        self.banner = ConnectionBanner(monitor=self.monitor)
-        self.fleet = FleetView(monitor=self.monitor, selected=self.run_id, settings=self.settings)
+        #: What every view reads: the monitor's frame this page last showed (see :meth:`refresh`).
+        self.reader = FrameReader(self.monitor)
+        run = dict(monitor=self.reader, run_id=self.run_id)
+        self.banner = ConnectionBanner(monitor=self.reader)
+        self.fleet = FleetView(monitor=self.reader, selected=self.run_id, settings=self.settings)
         self.whats_happening = WhatsHappening(settings=self.settings, **run)
         self.round_card = RoundCard(settings=self.settings, **run)
         self.participants = ParticipantsView(settings=self.settings, **run)
         self.timeline = TimelineView(**run)
         self.time_travel = TimeTravelBar(**run)
         self.export = HistoryExport(**run)
-        self.store = StoreBrowser(monitor=self.monitor)
+        self.store = StoreBrowser(monitor=self.reader)
         self.close_action = CloseRunAction(**run) if self.allow_writes else None
         self.views = [self.banner, self.fleet, self.time_travel, self.whats_happening, self.round_card,
                       self.participants, self.timeline, self.store]
@@ -97,6 +100,7 @@ class Dashboard(Viewer):
         self._unsubscribe: Callable[[], None] | None = None
         self._push_lock = threading.Lock()
         self._push_pending_since: float | None = None  # when the refresh waiting to run was scheduled
+        self._push_told_version = 0  # the first version that refresh must show
         self._served = False  # counted among the server's sessions (rdzv.ui.serving_metrics)
         #: Refreshes run because the monitor told this page of a change.
         self.pushes = 0
@@ -117,10 +121,15 @@ class Dashboard(Viewer):
         for view in (self.time_travel, self.whats_happening, self.round_card, self.participants, self.timeline):
             view.as_of = self.as_of
 
-    def refresh(self) -> bool:
-        """Update every view if the monitor's version moved, and tick the clocks if a second
-        passed. Returns whether the version had moved. Never raises (views log their failures)."""
-        version = self.monitor.version
+    def refresh(self, frame: MonitorFrame | None = None) -> bool:
+        """Show ``frame`` (default: the monitor's current one, :meth:`Monitor.frame`): update every
+        view if its version differs from the one shown, and tick the clocks if a second passed.
+        Returns whether the version had moved. Never raises (views log their failures).
+
+        Every view reads the same frame, so the parts of the page agree with each other; pages
+        refreshed at one frame share what is worked out from it (tables, findings, steps)."""
+        self.reader.show(frame if frame is not None else self.monitor.frame())
+        version = self.reader.version
         moved = version != self._shown_version
         if moved:
             self._shown_version = version
@@ -146,7 +155,7 @@ class Dashboard(Viewer):
             view.tick(now)
 
     def _pick_run(self) -> None:
-        runs = sorted(self.monitor.runs().values(), key=lambda run: (run.deleted or run.snapshot is None, run.run_id))
+        runs = sorted(self.reader.runs().values(), key=lambda run: (run.deleted or run.snapshot is None, run.run_id))
         if runs:
             self.run_id = runs[0].run_id
 
@@ -183,8 +192,10 @@ class Dashboard(Viewer):
         for view in self.views:
             view.page_loaded()
 
-    def _changed(self, _version: int) -> None:
-        """From a watcher thread: schedule one refresh, unless one is already waiting to run.
+    def _changed(self, version: int, since: float | None = None) -> None:
+        """From a watcher thread (or the loop, for changes the frame of a refresh lacked):
+        schedule one refresh, to show at least ``version`` (told ``since``, default now), unless
+        one is already waiting to run.
 
         The watcher thread only hands the scheduling to the server's loop (Tornado's
         ``add_callback``, safe from any thread) and never touches the document itself: Panel
@@ -195,7 +206,8 @@ class Dashboard(Viewer):
         with self._push_lock:
             if loop is None or self._push_pending_since is not None:
                 return
-            self._push_pending_since = time.monotonic()
+            self._push_pending_since = time.monotonic() if since is None else since
+            self._push_told_version = version
         try:
             loop.add_callback(self._schedule_refresh)
         except Exception:  # the server's loop is closed: nothing to push to
@@ -219,14 +231,21 @@ class Dashboard(Viewer):
             self._push_pending_since = None
 
     def _pushed(self) -> None:
+        """Show the monitor's frame taken last, if it holds the change this page was told of (the
+        pages refreshed in turn since then share it), else a new one. Changes the frame lacks
+        schedule the next refresh."""
         with self._push_lock:  # changes arriving from now on schedule another refresh
             told, self._push_pending_since = self._push_pending_since, None
+            wanted = self._push_told_version
         self.pushes += 1
         began = time.monotonic()
+        frame = self.monitor.frame(at_least=wanted)
         with self._one_message():
-            self.refresh()
+            self.refresh(frame)
         if told is not None:
             SERVING.pushed(began - told, time.monotonic() - began)
+        if self.monitor.version > frame.version:
+            self._changed(frame.version + 1, since=frame.taken_at)
 
     def _one_message(self):
         """On the server's loop, with the session's document locked: what the views change

@@ -422,6 +422,8 @@ def test_a_frame_holds_one_version_while_the_monitor_moves_on_and_readers_in_tur
     newer = monitor.frame(at_least=frame.version + 1)
     assert newer is not frame and newer.version == monitor.version and newer.run("job").revision == later[-1]
     assert monitor.frame(at_least=frame.version) is newer  # the frame taken last serves older asks too
+    fresh = monitor.frame(at_least=frame.version, taken_since=time.monotonic())  # ... unless it is too old
+    assert fresh is not newer and fresh.version == newer.version and monitor.frame() is fresh
     reader = FrameReader(monitor)
     reader.show(frame)
     assert (reader.version, reader.run("job").revision, reader.connection) == (frame.version, revisions[-1],

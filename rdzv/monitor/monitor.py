@@ -154,15 +154,16 @@ class Monitor(MonitorReading):
 
     # -- reading ------------------------------------------------------------------
 
-    def frame(self, at_least: int | None = None) -> MonitorFrame:
+    def frame(self, at_least: int | None = None, taken_since: float | None = None) -> MonitorFrame:
         """What the monitor published, held at one version while it moves on: the frame last
-        taken if its version is at least ``at_least`` (default: the current version), else a new
+        taken if its version is at least ``at_least`` (default: the current version) and it was
+        taken at or after ``taken_since`` (``time.monotonic()``; default: whenever), else a new
         one at the current version. Readers asking in turn share one frame, and with it every
         answer worked out from it (the sessions of a dashboard refreshed one after another)."""
         with self._lock:
             frame = self._frame
             wanted = self.version if at_least is None else at_least
-            if frame is None or frame.version < wanted:
+            if frame is None or frame.version < wanted or (taken_since is not None and frame.taken_at < taken_since):
                 frame = self._frame = MonitorFrame(self, self._data.frame(), self.connection)
             return frame
 

@@ -35,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 """How often what follows the clock on the server (countdowns, findings) is refreshed."""
+FRAME_SHARED_SECONDS = 0.1
+"""A page told of a change is refreshed at the monitor's frame taken last if that holds the change
+and is at most this old (pages refreshed in turn then share it and what is worked out from it),
+else at a new one: what sharing may cost a page in freshness."""
 LOST_PUSH_SECONDS = 5.0
 """A change's refresh scheduled this long ago and still not run is taken as lost: the session's
 next tick shows the change, and later changes are pushed again (a guard: see :meth:`Dashboard._changed`)."""
@@ -231,15 +235,15 @@ class Dashboard(Viewer):
             self._push_pending_since = None
 
     def _pushed(self) -> None:
-        """Show the monitor's frame taken last, if it holds the change this page was told of (the
-        pages refreshed in turn since then share it), else a new one. Changes the frame lacks
-        schedule the next refresh."""
+        """Show the monitor's frame taken last, if it holds the change this page was told of and
+        is at most :data:`FRAME_SHARED_SECONDS` old (the pages refreshed in turn since then share
+        it), else a new one. Changes the frame lacks schedule the next refresh."""
         with self._push_lock:  # changes arriving from now on schedule another refresh
             told, self._push_pending_since = self._push_pending_since, None
             wanted = self._push_told_version
         self.pushes += 1
         began = time.monotonic()
-        frame = self.monitor.frame(at_least=wanted)
+        frame = self.monitor.frame(at_least=wanted, taken_since=began - FRAME_SHARED_SECONDS)
         with self._one_message():
             self.refresh(frame)
         if told is not None:

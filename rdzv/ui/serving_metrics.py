@@ -7,7 +7,9 @@ goes, so that an operator knows when to serve from more processes (``--num-procs
 ``rdzv_dashboard_sessions``               the pages this process serves now;
 ``rdzv_dashboard_push_delay_seconds``     from the monitor telling a page of a change to that
                                           page's refresh starting on the loop (time spent waiting
-                                          for the loop and the page's document);
+                                          for the loop and the page's document); for a change
+                                          that came after the frame of the page's last refresh,
+                                          from when that frame was taken (see ``rdzv.ui.app``);
 ``rdzv_dashboard_refresh_seconds``        one page's refresh, its message to the page included;
 ``rdzv_dashboard_lost_pushes_total``      refreshes that never ran and that the page's clock did.
 

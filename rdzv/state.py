@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import io
 import pickle
 from bisect import bisect_left
@@ -210,6 +211,21 @@ class RendezvousSnapshot:
     def _heartbeats_in_order(self) -> tuple[datetime, ...]:
         return tuple(sorted(self.last_heartbeats.values()))
 
+    def with_heartbeats(self, changed: Mapping[Node, datetime], deadline: datetime | None) -> RendezvousSnapshot:
+        """This snapshot with the heartbeats of ``changed`` and ``deadline`` instead of its own:
+        what a heartbeat-only revision holds (torch's keep-alive rewrites nothing else). It shares
+        the participants and lists, and works out anything derived from the heartbeats anew (a
+        shallow copy would carry this snapshot's cached values over)."""
+        patched = copy.copy(self)
+        for name in _CACHED:
+            patched.__dict__.pop(name, None)
+        if changed:
+            heartbeats = dict(self.last_heartbeats)
+            heartbeats.update(changed)
+            object.__setattr__(patched, "last_heartbeats", MappingProxyType(heartbeats))
+        object.__setattr__(patched, "deadline", deadline)
+        return patched
+
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON-ready data (datetimes in ISO 8601, lists sorted);
         :meth:`from_dict` reads it back."""
@@ -249,6 +265,10 @@ class RendezvousSnapshot:
             redundancy_list=frozenset(map(node, data["redundancy_list"])),
             last_heartbeats={node(item): datetime.fromisoformat(item["time"]) for item in data["last_heartbeats"]},
         )
+
+
+_CACHED = tuple(name for name, value in vars(RendezvousSnapshot).items() if isinstance(value, cached_property))
+"""What a snapshot caches from its own fields (see :meth:`RendezvousSnapshot.with_heartbeats`)."""
 
 
 def decode_state_b64(text: str | bytes, *, run_id: str | None = None) -> RendezvousSnapshot:

@@ -14,10 +14,8 @@ difference (a join, a rank, a flag, a datetime the mapping cannot place) takes t
 from __future__ import annotations
 
 import bisect
-import copy
 from collections import Counter
 from datetime import datetime
-from types import MappingProxyType
 
 from .state import (
     DATETIME_PAYLOAD,
@@ -118,12 +116,7 @@ class StateStream:
                 difference &= ~(_PAYLOAD_MASK << (8 * (size - offset - DATETIME_PAYLOAD)))
         except (TypeError, ValueError):
             return None  # the full path refuses it with the decoder's own reason
-        patched = copy.copy(snapshot)  # shares the immutable participants and lists
-        if changed:
-            heartbeats = snapshot.last_heartbeats.copy()
-            heartbeats.update(changed)
-            object.__setattr__(patched, "last_heartbeats", MappingProxyType(heartbeats))
-        object.__setattr__(patched, "deadline", deadline)
+        patched = snapshot.with_heartbeats(changed, deadline)
         self._data, self._number, self._snapshot = data, number, patched
         self.patched += 1
         return patched, (frozenset(changed) if deadline == snapshot.deadline else None)

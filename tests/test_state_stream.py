@@ -11,6 +11,7 @@ import pytest
 from torch.distributed.elastic.rendezvous.dynamic_rendezvous import _NodeDesc, _RendezvousState
 
 from rdzv.diff import diff_states, heartbeat_changes
+from rdzv.rendezvous_settings import RendezvousSettings
 from rdzv.state import UndecodableStateError, decode_state
 from rdzv.state_stream import StateStream
 
@@ -36,10 +37,13 @@ def test_heartbeat_only_revisions_take_the_cheap_path_and_match_the_full_decoder
         for node in beating:
             state.last_heartbeats[node] = START + timedelta(seconds=step + 1, microseconds=random.randrange(10 ** 6))
         data = pickle.dumps(state)
+        previous.stale_count(START)  # what a snapshot works out from its heartbeats is not carried over
         snapshot, heartbeats = stream.decode(data)
         assert snapshot == decode_state(data)
         assert heartbeats is not None and {node.addr for node in heartbeats} == {node.addr for node in beating}
         assert heartbeat_changes(snapshot, heartbeats) == diff_states(previous, snapshot)
+        moment = START + timedelta(seconds=step // 2) + RendezvousSettings().heartbeat_expiry
+        assert snapshot.stale_count(moment) == decode_state(data).stale_count(moment) == len(snapshot.stale(moment))
         previous = snapshot
     assert stream.patched == 300
 

@@ -27,6 +27,13 @@ def _api_of(runs: Mapping[str, RunView], run_id: str, api: str | None) -> str | 
     return view.api if view is not None else None
 
 
+def _appended(seen: Mapping[tuple[str, str], tuple[int, int]], key: tuple[str, str]) -> int:
+    """The entries ever appended to the history of ``key`` (one per revision decoded: those seen
+    less those skipped, from the ``(revisions seen, skipped)`` kept per run)."""
+    revisions, skipped = seen.get(key, (0, 0))
+    return revisions - skipped
+
+
 def _sorted_store(store: Mapping[tuple[str, str], StoreItem]) -> tuple[StoreItem, ...]:
     return tuple(sorted(store.values(), key=lambda item: (item.key, item.api)))
 
@@ -69,7 +76,6 @@ class Published(_RunReaders):
         self._store_sorted: tuple[StoreItem, ...] | None = ()
         self._apis: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[int, int]] = {}  # (api, run) -> (revisions, skipped)
-        self._appended: dict[tuple[str, str], int] = {}  # (api, run) -> entries ever appended to its history
         self._settings: Mapping[tuple[str, str], RendezvousSettings] = MappingProxyType({})
 
     # -- writers ----------------------------------------------------------------
@@ -116,7 +122,6 @@ class Published(_RunReaders):
             if history is None:
                 history = self._histories[(update.api, entry.run_id)] = deque(maxlen=self.history_limit)
             history.append(entry)
-            self._appended[(update.api, entry.run_id)] = self._appended.get((update.api, entry.run_id), 0) + 1
             seen, skipped = self._seen.get((update.api, entry.run_id), (0, 0))
             self._seen[(update.api, entry.run_id)] = (seen + 1 + entry.skipped, skipped + entry.skipped)
         views = dict(self._views)
@@ -149,7 +154,7 @@ class Published(_RunReaders):
         """The data as it is now, held: later changes leave the frame as it was."""
         with self.condition:
             return PublishedFrame(self, self.version, self._views, self._runs, self._settings, self._store,
-                                  dict(self._seen), dict(self._appended))
+                                  dict(self._seen))
 
     def wait_for_version(self, version: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -169,12 +174,11 @@ class PublishedFrame(_RunReaders):
 
     def __init__(self, published: Published, version: int, views: Mapping[tuple[str, str], RunView],
                  runs: Mapping[str, RunView], settings: Mapping[tuple[str, str], RendezvousSettings],
-                 store: Mapping[tuple[str, str], StoreItem], seen: dict[tuple[str, str], tuple[int, int]],
-                 appended: dict[tuple[str, str], int]) -> None:
+                 store: Mapping[tuple[str, str], StoreItem], seen: dict[tuple[str, str], tuple[int, int]]) -> None:
         self.version = version
         self._published = published
         self._views, self._runs, self._settings, self._store = views, runs, settings, store
-        self._seen, self._appended = seen, appended
+        self._seen = seen
         self._histories: dict[tuple[str, str], tuple[Revision, ...]] = {}
         self._store_sorted: tuple[StoreItem, ...] | None = None
 
@@ -195,7 +199,7 @@ class PublishedFrame(_RunReaders):
         published = self._published
         with published.condition:
             entries = tuple(published._histories.get(key, ()))
-            later = published._appended.get(key, 0) - self._appended.get(key, 0)
+            later = _appended(published._seen, key) - _appended(self._seen, key)
         return entries[: max(0, len(entries) - later)] if later else entries
 
     def store_items(self) -> list[StoreItem]:

@@ -199,12 +199,20 @@ def output_mimes(nb) -> set[str]:
 
 
 def output_text(nb) -> str:
-    """Everything the executed notebook showed as text."""
+    """Everything the executed notebook showed as text. A stream's consecutive outputs are one
+    text, as Jupyter shows them: a busy kernel may send one ``print`` in several messages."""
     parts = []
     for cell in nb.cells:
+        stream = None
         for output in cell.get("outputs", []):
             if output.get("output_type") == "stream":
-                parts.append(output.get("text", ""))
+                if stream == output.get("name"):
+                    parts[-1] += output.get("text", "")
+                else:
+                    parts.append(output.get("text", ""))
+                stream = output.get("name")
+                continue
+            stream = None
             for mime in ("text/plain", "text/markdown"):
                 value = output.get("data", {}).get(mime)
                 if value:
